@@ -1,0 +1,57 @@
+"""Attention kernels the methods need and the hosts do not expose.
+
+Tensors use the host layout: (batch, tokens, heads * dim_head).
+"""
+import torch
+
+# Keep one chunk of float32 scores under this many elements (~64 MB).
+_CHUNK_ELEMENTS = 16 * 1024 * 1024
+
+
+def split_heads(t, heads):
+    b, n, inner = t.shape
+    return t.view(b, n, heads, inner // heads).transpose(1, 2)
+
+
+def merge_heads(t):
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def identity_attention(q, k, v, heads):
+    """The attention map replaced by the identity: every token keeps its own value (PAG)."""
+    return v
+
+
+def softmax_attention(q, k, v, heads, on_probs=None):
+    """Plain softmax attention computed in query chunks with float32 scores.
+
+    on_probs(probs, start) is called for every chunk of probabilities, shaped
+    (batch, heads, chunk_queries, keys), so a caller can reduce them (column sums,
+    maps) without the whole map ever being held.
+    """
+    qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
+    b, h, nq, d = qh.shape
+    nk = kh.shape[2]
+    scale = d ** -0.5
+    chunk = max(1, min(nq, _CHUNK_ELEMENTS // max(1, b * h * nk)))
+    kt = kh.float().transpose(-1, -2)
+    out = torch.empty_like(qh)
+    for start in range(0, nq, chunk):
+        probs = torch.softmax(qh[:, :, start:start + chunk].float() @ kt * scale, dim=-1)
+        if on_probs is not None:
+            on_probs(probs, start)
+        out[:, :, start:start + chunk] = (probs.to(vh.dtype) @ vh)
+    return merge_heads(out)
+
+
+def attention_with_key_mass(q, k, v, heads):
+    """Softmax attention plus, per batch item, the total attention each key receives
+    from all queries, averaged over heads: shape (batch, keys). Its mean is exactly 1."""
+    mass = torch.zeros(q.shape[0], k.shape[1], device=q.device, dtype=torch.float32)
+
+    def add(probs, start):
+        mass.add_(probs.sum(dim=(1, 2)))
+
+    out = softmax_attention(q, k, v, heads, add)
+    return out, mass / heads

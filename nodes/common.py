@@ -1,0 +1,47 @@
+"""What every method node shares: schedule inputs, model checks, method keys."""
+import logging
+
+from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
+from ..attention.router import ROUTER_KEY
+from ..guidance.schedule import Schedule
+from .comfy_api_compat import io
+
+CATEGORY = "attnguide"
+_LOG = logging.getLogger("attnguide")
+
+
+def schedule_inputs():
+    return [
+        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="First step the method is on, as a fraction of the steps the sampler runs (0 = first step)."),
+        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="The method is off from this fraction of the steps on (1 = on until the end). "
+                               "Outside the window it costs nothing."),
+    ]
+
+
+def schedule(start_percent, end_percent):
+    return Schedule(start_percent, end_percent)
+
+
+def unet_layers_or_warn(model, node_name):
+    """The model's UNet self-attention layers, or None (with a warning) for models we cannot serve."""
+    diffusion_model = model.model.diffusion_model
+    if not is_unet(diffusion_model):
+        _LOG.warning("%s: %s (%s) is not a UNet model; this node needs the self-attention of a UNet "
+                     "(SD1.x, SD2.x, SDXL). The model is returned unchanged.",
+                     node_name, type(model.model).__name__, type(diffusion_model).__name__)
+        return None
+    return unet_layers(diffusion_model)
+
+
+def select_layers(text, layers, input_name):
+    try:
+        return parse_layers(text, layers, input_name)
+    except LayerSelectionError as e:
+        raise ValueError(str(e)) from None
+
+
+def method_key(model, name):
+    router = model.model_options.get("transformer_options", {}).get(ROUTER_KEY)
+    return f"{name}.{len(router.methods) if router else 0}"

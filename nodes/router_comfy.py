@@ -1,0 +1,147 @@
+"""Installs the pack's attention router on a ComfyUI ModelPatcher clone.
+
+Per sampler step a PREDICT_NOISE wrapper opens a StepContext; a CALC_COND_BATCH
+wrapper adds the methods' extra rows to the step's first (main) model call so they
+run in the same UNet batch as cond/uncond, and labels every row with its role.
+Self-attention reaches the router through the host's attention override (with
+attn1 markers telling self- from cross-attention), or through an attn1 replace
+patch on hosts without the override or where another patch already replaces
+that layer. Everything already there is chained, never dropped.
+"""
+import logging
+
+import comfy.ldm.modules.attention as host_attention
+import comfy.model_patcher
+import comfy.patcher_extension
+import comfy.samplers
+
+from ..attention.layers import Layer
+from ..attention.router import ROLES_KEY, ROUTER_KEY, STEP_KEY, Router
+
+WRAPPER_KEY = "attnguide"
+OVERRIDE_KEY = "optimized_attention_override"
+HAS_OVERRIDE = hasattr(host_attention, "wrap_attn")
+_LOG = logging.getLogger("attnguide")
+if not HAS_OVERRIDE:
+    _LOG.info("attnguide: this ComfyUI has no attention override (added in 0.3.59); using attn1 replace patches")
+
+
+def step_context(model_options):
+    return model_options.get("transformer_options", {}).get(STEP_KEY)
+
+
+def install(model, method, force_replace=False):
+    """Add `method` (attention.router.Method) to the router of ModelPatcher `model` (a clone)."""
+    to = model.model_options.setdefault("transformer_options", {})
+    router = to.get(ROUTER_KEY)
+    if router is None:
+        router = Router()
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _predict_noise)
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _calc_cond_batch)
+    new_layers = {l for h in method.hooks for l in h.layers} - router.layers
+    to[ROUTER_KEY] = router.with_method(method)
+    for layer in sorted(new_layers):
+        _route_layer(model, layer, force_replace)
+
+
+def run_extra(args, conds, x):
+    """An extra model call from a post-CFG function; none of the router's hooks touch it."""
+    mo = args["model_options"]
+    mo = {**mo, "transformer_options": {**mo["transformer_options"], ROLES_KEY: [None] * len(conds)}}
+    return comfy.samplers.calc_cond_batch(args["model"], conds, x, args["sigma"], mo)
+
+
+def _predict_noise(executor, x, timestep, model_options={}, seed=None):
+    to = model_options.get("transformer_options", {})
+    router = to.get(ROUTER_KEY)
+    if router is None:
+        return executor(x, timestep, model_options, seed)
+    ctx = router.begin_step(timestep, to.get("sample_sigmas"), float(getattr(executor.class_obj, "cfg", 1.0)))
+    return executor(x, timestep, {**model_options, "transformer_options": {**to, STEP_KEY: ctx}}, seed)
+
+
+def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
+    to = model_options.get("transformer_options", {})
+    ctx, router = to.get(STEP_KEY), to.get(ROUTER_KEY)
+    if ctx is None or router is None or ROLES_KEY in to:
+        return executor(model, conds, x_in, timestep, model_options)
+    if ctx.main_done:
+        all_conds, roles = conds, [None] * len(conds)
+    else:
+        ctx.main_done = True
+        all_conds, roles = router.extend_main_batch(ctx, conds)
+    out = executor(model, all_conds, x_in, timestep, {**model_options, "transformer_options": {**to, ROLES_KEY: roles}})
+    for i in range(len(conds), len(all_conds)):
+        ctx.extra_outputs[roles[i]] = out[i]
+    return out[:len(conds)]
+
+
+def _route_layer(model, layer, force_replace):
+    to = model.model_options["transformer_options"]
+    replaces = to.get("patches_replace", {}).get("attn1", {})
+    key = (layer.kind, layer.block, layer.depth)
+    previous = replaces.get(key, replaces.get(key[:2]))
+    if previous is not None or force_replace or not HAS_OVERRIDE:
+        model.set_model_attn1_replace(_Attn1Replace(layer, previous), layer.kind, layer.block, layer.depth)
+        return
+    override = to.get(OVERRIDE_KEY)
+    if not isinstance(override, _RoutedOverride):
+        to[OVERRIDE_KEY] = _RoutedOverride(override)
+        model.set_model_attn1_patch(_mark_attn1)
+        model.set_model_attn1_output_patch(_clear_attn1)
+
+
+class _Attn1Replace:
+    def __init__(self, layer, previous):
+        self.layer, self.previous = layer, previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+        if self.previous is not None:
+            base = lambda q, k, v: self.previous(q, k, v, extra_options)
+        else:
+            base = lambda q, k, v: host_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+        router = extra_options.get(ROUTER_KEY)
+        return router.attend(q, k, v, heads, self.layer, extra_options, base) if router else base(q, k, v)
+
+
+def _mark_attn1(n, context, value, extra_options):
+    ctx = extra_options.get(STEP_KEY)
+    if ctx is not None:
+        ctx.attn1_at = (extra_options.get("block"), extra_options.get("block_index"))
+    return n, context, value
+
+
+def _clear_attn1(n, extra_options):
+    ctx = extra_options.get(STEP_KEY)
+    if ctx is not None:
+        ctx.attn1_at = None
+    return n
+
+
+class _RoutedOverride:
+    """optimized_attention_override: routes marked self-attention, passes the rest on."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, func, *args, **kwargs):
+        nxt = func if self.previous is None else (lambda *a, **kw: self.previous(func, *a, **kw))
+        to = kwargs.get("transformer_options") or {}
+        ctx = to.get(STEP_KEY)
+        if ctx is None or ctx.attn1_at is None or len(args) != 4 or kwargs.get("mask") is not None \
+                or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape"):
+            return nxt(*args, **kwargs)
+        at, ctx.attn1_at = ctx.attn1_at, None
+        block, depth = to.get("block"), to.get("block_index")
+        if at != (block, depth) or block is None:
+            return nxt(*args, **kwargs)
+        q, k, v, heads = args
+        base = lambda q, k, v: nxt(q, k, v, heads, **kwargs)
+        return to[ROUTER_KEY].attend(q, k, v, heads, Layer(block[0], block[1], depth), to, base)

@@ -1,0 +1,74 @@
+from ..attention.math import attention_with_key_mass
+from ..attention.router import COND, UNCOND, AttentionHook, Method
+from ..guidance import sag
+from . import common
+from .comfy_api_compat import io
+from .router_comfy import install, run_extra, step_context
+
+
+class SelfAttentionGuidance(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AttnGuideSAG",
+            display_name="Self-Attention Guidance (AttnGuide)",
+            category=common.CATEGORY,
+            description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "
+                        "Costs one extra UNet pass at batch size b per step while active.",
+            inputs=[
+                io.Model.Input("model", tooltip="A UNet model (SD1.x, SD2.x, SDXL)."),
+                io.Float.Input("scale", default=0.75, min=-10.0, max=10.0, step=0.01, round=0.01,
+                               tooltip="SAG scale. 0.75 is the diffusers default; ComfyUI's built-in node uses 0.5."),
+                io.Float.Input("blur_sigma", default=1.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="Sigma of the 9x9 Gaussian blur of the masked regions. 1.0 is the diffusers "
+                                       "default; ComfyUI's built-in node uses 2.0."),
+                io.Float.Input("threshold", default=1.0, min=0.0, max=10.0, step=0.01,
+                               tooltip="Blur where a position receives more than this total attention (head-averaged, "
+                                       "summed over queries; the mean is exactly 1). 1.0 in diffusers and ComfyUI."),
+                io.String.Input("layer", default="m0.0",
+                                tooltip="Self-attention layer whose map picks the regions to blur: d/m/u + block.depth "
+                                        "(ComfyUI block ids). Default m0.0, the first transformer of the middle block, "
+                                        "as in diffusers."),
+                *common.schedule_inputs(),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, scale, blur_sigma, threshold, layer, start_percent, end_percent) -> io.NodeOutput:
+        layers = common.unet_layers_or_warn(model, "Self-Attention Guidance (AttnGuide)")
+        if layers is None:
+            return io.NodeOutput(model)
+        selected = common.select_layers(layer, layers, "layer")
+        if len(selected) != 1:
+            raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
+                             f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
+        m = model.clone()
+        key = common.method_key(m, "sag")
+        branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
+
+        def capture(q, k, v, heads, ctx, options, next):
+            out, mass = attention_with_key_mass(q, k, v, heads)
+            shape = options.get("activations_shape")
+            ctx.captures[key] = (mass, tuple(shape[-2:]) if shape is not None else None)
+            return out
+
+        def post_cfg(args):
+            ctx = step_context(args["model_options"])
+            if ctx is None or key not in ctx.active or key not in ctx.captures or scale == 0:
+                return args["denoised"]
+            use_uncond = ctx.cfg > 1 and args["uncond"] is not None
+            pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
+            x = args["input"]
+            mass, grid = ctx.captures[key]
+            latent_hw = tuple(x.shape[-2:])
+            mask = sag.attention_mask(mass, sag.grid_shape(mass.shape[1], latent_hw, grid), latent_hw, threshold)
+            degraded = sag.degrade(pred, mask.to(pred.dtype), blur_sigma)
+            (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]],
+                                         sag.degraded_input(x, pred, degraded))
+            return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
+
+        hook = AttentionHook(frozenset(selected), branch, capture)
+        install(m, Method(key, common.schedule(start_percent, end_percent), (hook,)))
+        m.set_model_sampler_post_cfg_function(post_cfg)
+        return io.NodeOutput(m)

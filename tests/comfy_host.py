@@ -1,0 +1,113 @@
+"""A real ComfyUI, headless on the CPU, for the host tests (COMFYUI_PATH).
+
+Builds tiny random SD1- and SDXL-shaped models with ComfyUI's own model classes and
+samples with ComfyUI's own sampler. No ComfyUI code lives in this repository.
+"""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+SKIP_REASON = ("COMFYUI_PATH is not set: point it at a ComfyUI checkout (see README, 'Testing against a real "
+               "ComfyUI') to run the real-host tests")
+
+
+def _stub_torchvision():
+    """ComfyUI's model code imports torchvision; a CPU torch has no working one. A two-line stub does."""
+    try:
+        import torchvision  # noqa: F401
+        return
+    except Exception:
+        sys.modules.pop("torchvision", None)
+    stub = Path(tempfile.mkdtemp(prefix="tvstub")) / "torchvision"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("from . import transforms\n")
+    (stub / "transforms.py").write_text("")
+    sys.path.insert(0, str(stub.parent))
+
+
+def require_comfy():
+    if not COMFYUI_PATH:
+        pytest.skip(SKIP_REASON)
+    if COMFYUI_PATH not in sys.path:
+        _stub_torchvision()
+        sys.path.insert(0, COMFYUI_PATH)
+        from comfy.cli_args import args
+        args.cpu = True
+    import comfy.model_management  # noqa: F401
+    return COMFYUI_PATH
+
+
+def _init(model):
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model
+
+
+def tiny_sd1():
+    """SD1-shaped: input 1,2 / middle 0 / output 3,4,5 attention at 2 levels, 8 heads."""
+    require_comfy()
+    import comfy.supported_models
+    uc = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+          "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+          "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
+          "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
+          "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
+          "use_temporal_attention": False, "use_temporal_resblock": False}
+    cfg = comfy.supported_models.SD15(uc)
+    cfg.set_inference_dtype(torch.float32, None)
+    return _patcher(_init(cfg.get_model({})))
+
+
+def tiny_sdxl():
+    """SDXL-shaped: no attention at level 0, depth 2 transformers at level 1 and in the middle."""
+    require_comfy()
+    import comfy.supported_models
+    uc = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+          "num_classes": "sequential", "adm_in_channels": 32 + 6 * 256, "in_channels": 4, "out_channels": 4,
+          "model_channels": 32, "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 2],
+          "transformer_depth_output": [0, 0, 2, 2], "transformer_depth_middle": 2,
+          "use_linear_in_transformer": True, "context_dim": 64, "num_head_channels": 16,
+          "use_temporal_attention": False, "use_temporal_resblock": False}
+    cfg = comfy.supported_models.SDXL(uc)
+    cfg.set_inference_dtype(torch.float32, None)
+    return _patcher(_init(cfg.get_model({})))
+
+
+def _patcher(model):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def conds(model, batch=1, seed=1):
+    """Random positive and empty negative CONDITIONING matching the model's context size."""
+    g = torch.Generator().manual_seed(seed)
+    dm = model.model.diffusion_model
+    ctx_dim = dm.input_blocks[1][-1].transformer_blocks[0].attn2.to_k.in_features if hasattr(dm.input_blocks[1][-1], "transformer_blocks") \
+        else dm.middle_block[1].transformer_blocks[0].attn2.to_k.in_features
+    extra = {}
+    if getattr(model.model, "adm_channels", 0):
+        extra = {"pooled_output": torch.randn(batch, 32, generator=g), "width": 128, "height": 128,
+                 "crop_w": 0, "crop_h": 0, "target_width": 128, "target_height": 128}
+    pos = [[torch.randn(batch, 77, ctx_dim, generator=g), dict(extra)]]
+    neg_extra = {k: (torch.zeros_like(v) if torch.is_tensor(v) else v) for k, v in extra.items()}
+    neg = [[torch.zeros(batch, 77, ctx_dim), neg_extra]]
+    return pos, neg
+
+
+def sample(model, pos, neg, latent, steps=4, cfg=5.0, sampler="euler", scheduler="normal", seed=0, sigmas=None):
+    import comfy.sample
+    import comfy.samplers
+    noise = comfy.sample.prepare_noise(latent, seed)
+    if sigmas is None:
+        return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, pos, neg, latent,
+                                   denoise=1.0, disable_pbar=True, seed=seed)
+    return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.sampler_object(sampler), sigmas, pos, neg,
+                                      latent, disable_pbar=True, seed=seed)
