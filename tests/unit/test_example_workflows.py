@@ -1,0 +1,123 @@
+"""example_workflows/*.json: UI-format workflows with consistent links, and our nodes'
+widgets_values in schema order. With COMFYUI_PATH set, the table below is checked against
+the real schemas and the built-in nodes' widget counts against the real ComfyUI."""
+import json
+import os
+
+import pytest
+
+from conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
+EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json"}
+
+# Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
+WIDGETS = {
+    "AttnGuideSAG": [
+        ("scale", "FLOAT", 0.75, -10.0, 10.0),
+        ("blur_sigma", "FLOAT", 1.0, 0.0, 10.0),
+        ("threshold", "FLOAT", 1.0, 0.0, 10.0),
+        ("layer", "STRING", "m0.0", None, None),
+        ("start_percent", "FLOAT", 0.0, 0.0, 1.0),
+        ("end_percent", "FLOAT", 1.0, 0.0, 1.0),
+    ],
+    "AttnGuidePAG": [
+        ("scale", "FLOAT", 3.0, 0.0, 100.0),
+        ("adaptive_scale", "FLOAT", 0.0, 0.0, 1.0),
+        ("layers", "STRING", "m0", None, None),
+        ("rescale", "FLOAT", 0.0, 0.0, 1.0),
+        ("start_percent", "FLOAT", 0.0, 0.0, 1.0),
+        ("end_percent", "FLOAT", 1.0, 0.0, 1.0),
+    ],
+}
+PY_TYPES = {"FLOAT": (int, float), "STRING": (str,)}
+
+
+def load(path):
+    return json.loads(path.read_text())
+
+
+def test_the_examples_exist():
+    assert EXPECTED <= {p.name for p in WORKFLOWS}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_links_are_consistent(path):
+    wf = load(path)
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]), "duplicate node ids"
+    assert wf["last_node_id"] == max(nodes) and wf["last_link_id"] == max(l[0] for l in wf["links"])
+    seen = set()
+    for link_id, src, src_slot, dst, dst_slot, type_ in wf["links"]:
+        assert link_id not in seen
+        seen.add(link_id)
+        assert src in nodes and dst in nodes, f"link {link_id}: endpoint missing"
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"] and out["slot_index"] == src_slot
+        assert inp["link"] == link_id
+        assert out["type"] == inp["type"] == type_
+    for node in wf["nodes"]:  # and back: every slot's link exists and points at this slot
+        for slot, inp in enumerate(node["inputs"]):
+            assert inp["link"] in seen, f"node {node['id']} input {inp['name']} is not connected"
+            assert [l for l in wf["links"] if l[0] == inp["link"]][0][3:5] == [node["id"], slot]
+        for slot, out in enumerate(node["outputs"]):
+            for link_id in out["links"] or []:
+                assert [l for l in wf["links"] if l[0] == link_id][0][1:3] == [node["id"], slot]
+    orders = sorted(n["order"] for n in wf["nodes"])
+    assert orders == list(range(len(nodes)))
+    for link_id, src, _, dst, _, _ in wf["links"]:
+        assert nodes[src]["order"] < nodes[dst]["order"], f"link {link_id} runs against the execution order"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_our_widgets_match_the_schema(path):
+    ours = [n for n in load(path)["nodes"] if n["type"].startswith("AttnGuide")]
+    assert ours, "an example workflow without an attnguide node"
+    for node in ours:
+        spec = WIDGETS[node["type"]]
+        values = node["widgets_values"]
+        assert len(values) == len(spec), f"{node['type']}: {len(values)} widget values for {len(spec)} widgets"
+        for value, (name, type_, _, lo, hi) in zip(values, spec):
+            assert isinstance(value, PY_TYPES[type_]) and not isinstance(value, bool), f"{name}={value!r}"
+            if lo is not None:
+                assert lo <= value <= hi, f"{name}={value} outside [{lo}, {hi}]"
+        assert [i["name"] for i in node["inputs"]] == ["model"]
+        assert [o["type"] for o in node["outputs"]] == ["MODEL"]
+
+
+def test_the_table_matches_the_real_schema():
+    if not os.environ.get("COMFYUI_PATH"):
+        pytest.skip("COMFYUI_PATH is not set: the widget table is checked against the real node schemas only "
+                    "with a ComfyUI checkout (see README)")
+    from comfy_host import require_comfy
+    require_comfy()
+    from attnguide.nodes import NODES
+    from attnguide.nodes.comfy_api_compat import io
+    real = {}
+    for cls in NODES:
+        schema = cls.define_schema()
+        real[schema.node_id] = [(i.id, str(i.get_io_type()), i.default, getattr(i, "min", None), getattr(i, "max", None))
+                                for i in schema.inputs if isinstance(i, io.WidgetInput)]
+    assert real == WIDGETS
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_builtin_widget_counts_match_the_real_nodes(path):
+    if not os.environ.get("COMFYUI_PATH"):
+        pytest.skip("COMFYUI_PATH is not set: built-in nodes are checked only against a ComfyUI checkout")
+    from comfy_host import require_comfy
+    require_comfy()
+    import nodes as comfy_nodes
+    for node in load(path)["nodes"]:
+        if node["type"] in WIDGETS:
+            continue
+        required = comfy_nodes.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()["required"]
+        count, sockets = 0, []
+        for name, (type_, *opts) in required.items():
+            if isinstance(type_, list) or type_ in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                count += 1 + bool(opts and opts[0].get("control_after_generate"))
+            else:
+                sockets.append(name)
+        assert len(node["widgets_values"]) == count, node["type"]
+        assert [i["name"] for i in node["inputs"]] == sockets, node["type"]
