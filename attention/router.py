@@ -6,7 +6,9 @@ The host adapter gives the router three things per sampler step:
   extend_main_batch -> the main model call's conds plus the extra rows methods want,
                        and the role of every conds entry ("cond", "uncond", a method key)
   attend            -> called for a hooked self-attention with the host's kernel as
-                       `base`; hooks see only the rows whose role they asked for.
+                       `base(q, k, v, labels)`; hooks see only the rows whose role they
+                       asked for, and base is told which chunks (cond_or_uncond labels)
+                       the rows it gets belong to.
 Everything here is host-free; the per-step state travels in the host's per-call
 options dict under STEP_KEY / ROLES_KEY.
 """
@@ -99,26 +101,28 @@ class Router:
         ctx, roles = options.get(STEP_KEY), options.get(ROLES_KEY)
         labels = options.get("cond_or_uncond")
         if not hooks or ctx is None or roles is None or not labels or q.shape[0] % len(labels):
-            return base(q, k, v)
+            return base(q, k, v, labels)
         rows = q.shape[0] // len(labels)
         chains = []
         for label in labels:
             role = roles[label] if label < len(roles) else None
             chains.append(tuple(h for key, h in hooks if key in ctx.active and role in h.roles(ctx)))
         if not any(chains):
-            return base(q, k, v)
+            return base(q, k, v, labels)
         outs, start = [], 0
         while start < len(chains):
             end = start + 1
             while end < len(chains) and chains[end] == chains[start]:
                 end += 1
             s = slice(start * rows, end * rows)
-            outs.append(_run(chains[start], q[s], k[s], v[s], heads, ctx, options, base))
+            part = lambda q, k, v, labels=labels[start:end]: base(q, k, v, labels)
+            outs.append(_run(chains[start], q[s], k[s], v[s], heads, ctx, options, part))
             start = end
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
 def _run(chain, q, k, v, heads, ctx, options, base):
+    """base here takes (q, k, v): the group's labels are already bound."""
     if not chain:
         return base(q, k, v)
     return chain[0].fn(q, k, v, heads, ctx, options,

@@ -4,9 +4,10 @@ Per sampler step a PREDICT_NOISE wrapper opens a StepContext; a CALC_COND_BATCH
 wrapper adds the methods' extra rows to the step's first (main) model call so they
 run in the same UNet batch as cond/uncond, and labels every row with its role.
 Self-attention reaches the router through the host's attention override (with
-attn1 markers telling self- from cross-attention), or through an attn1 replace
-patch on hosts without the override or where another patch already replaces
-that layer. Everything already there is chained, never dropped.
+attn1 markers telling self- from cross-attention), or through attn1 replace
+patches on hosts without the override. Another pack's attn1 replace on one of our
+layers, whenever it was installed, is wrapped for the step so both run: it gets the
+rows no hook of ours claims. Everything already there is chained, never dropped.
 """
 import logging
 
@@ -57,7 +58,17 @@ def _predict_noise(executor, x, timestep, model_options={}, seed=None):
     if router is None:
         return executor(x, timestep, model_options, seed)
     ctx = router.begin_step(timestep, to.get("sample_sigmas"), float(getattr(executor.class_obj, "cfg", 1.0)))
-    return executor(x, timestep, {**model_options, "transformer_options": {**to, STEP_KEY: ctx}}, seed)
+    to = {**to, STEP_KEY: ctx}
+    replaces = to.get("patches_replace", {}).get("attn1", {})
+    foreign = {}
+    for layer in router.layers:
+        key = (layer.kind, layer.block, layer.depth)
+        fn = replaces.get(key, replaces.get(key[:2]))
+        if fn is not None and not isinstance(fn, _Attn1Replace):
+            foreign[key] = _Attn1Replace(layer, fn)
+    if foreign:
+        to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
+    return executor(x, timestep, {**model_options, "transformer_options": to}, seed)
 
 
 def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
@@ -78,11 +89,8 @@ def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
 
 def _route_layer(model, layer, force_replace):
     to = model.model_options["transformer_options"]
-    replaces = to.get("patches_replace", {}).get("attn1", {})
-    key = (layer.kind, layer.block, layer.depth)
-    previous = replaces.get(key, replaces.get(key[:2]))
-    if previous is not None or force_replace or not HAS_OVERRIDE:
-        model.set_model_attn1_replace(_Attn1Replace(layer, previous), layer.kind, layer.block, layer.depth)
+    if force_replace or not HAS_OVERRIDE:
+        model.set_model_attn1_replace(_Attn1Replace(layer, None), layer.kind, layer.block, layer.depth)
         return
     override = to.get(OVERRIDE_KEY)
     if not isinstance(override, _RoutedOverride):
@@ -100,12 +108,23 @@ class _Attn1Replace:
 
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
-        if self.previous is not None:
-            base = lambda q, k, v: self.previous(q, k, v, extra_options)
-        else:
-            base = lambda q, k, v: host_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+
+        def base(q, k, v, labels):
+            if self.previous is None:
+                return host_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
+            return self.previous(q, k, v, _with_labels(extra_options, labels))
+
         router = extra_options.get(ROUTER_KEY)
-        return router.attend(q, k, v, heads, self.layer, extra_options, base) if router else base(q, k, v)
+        if router is None:
+            return base(q, k, v, extra_options.get("cond_or_uncond"))
+        return router.attend(q, k, v, heads, self.layer, extra_options, base)
+
+
+def _with_labels(options, labels):
+    """The options as seen by code that gets only the rows of chunks `labels`."""
+    if labels is None or labels == options.get("cond_or_uncond"):
+        return options
+    return {**options, "cond_or_uncond": list(labels)}
 
 
 def _mark_attn1(n, context, value, extra_options):
@@ -143,5 +162,5 @@ class _RoutedOverride:
         if at != (block, depth) or block is None:
             return nxt(*args, **kwargs)
         q, k, v, heads = args
-        base = lambda q, k, v: nxt(q, k, v, heads, **kwargs)
+        base = lambda q, k, v, labels: nxt(q, k, v, heads, **{**kwargs, "transformer_options": _with_labels(to, labels)})
         return to[ROUTER_KEY].attend(q, k, v, heads, Layer(block[0], block[1], depth), to, base)

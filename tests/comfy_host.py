@@ -43,10 +43,17 @@ def require_comfy():
 
 
 def _init(model):
+    """Weights scaled by fan-in, norms near identity: activations stay O(1), so every
+    layer (and every guidance method) visibly matters."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for p in model.diffusion_model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        for name, p in model.diffusion_model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
     return model
 
 
