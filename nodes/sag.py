@@ -43,6 +43,8 @@ class SelfAttentionGuidance(io.ComfyNode):
         if len(selected) != 1:
             raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
                              f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
+        if scale == 0:
+            return io.NodeOutput(model)
         m = model.clone()
         key = common.method_key(m, "sag")
         branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
@@ -55,7 +57,7 @@ class SelfAttentionGuidance(io.ComfyNode):
 
         def post_cfg(args):
             ctx = step_context(args["model_options"])
-            if ctx is None or key not in ctx.active or key not in ctx.captures or scale == 0:
+            if ctx is None or key not in ctx.active or key not in ctx.captures:
                 return args["denoised"]
             use_uncond = ctx.cfg > 1 and args["uncond"] is not None
             pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]

@@ -116,3 +116,22 @@ def test_pack_loads_at_comfyui_startup(comfy, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "attnguide" in log, log[-3000:]
     assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if "attnguide" in l), log[-3000:]
+
+
+def _prompt(**pag_inputs):
+    inputs = {"scale": 3.0, "adaptive_scale": 0.0, "layers": "m0", "rescale": 0.0,
+              "start_percent": 0.0, "end_percent": 1.0, **pag_inputs}
+    return {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "missing.safetensors", "weight_dtype": "default"}},
+            "2": {"class_type": "AttnGuidePAG", "inputs": {"model": ["1", 0], **inputs}},
+            "3": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["2", 0], "sampling": "eps", "zsnr": False}}}
+
+
+def test_out_of_range_inputs_are_rejected_by_the_host(comfy):
+    import execution
+    import nodes
+    asyncio.run(nodes.load_custom_node(str(ROOT)))
+    valid, errors, _ = asyncio.run(execution.validate_inputs("p", _prompt(scale=500.0, end_percent=2.0), "2", {}))
+    messages = " | ".join(f"{e['message']}: {e['details']}" for e in errors)
+    assert not valid
+    assert "bigger than max of 100.0" in messages and "scale" in messages, messages
+    assert "end_percent" in messages, messages
