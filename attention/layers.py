@@ -80,7 +80,10 @@ def parse_layers(text, layers, input_name="layers"):
                 f"{input_name}: cannot read '{item}'. Write d/m/u + block[.depth], ranges with '-', "
                 f"e.g. 'm0', 'u0.0', 'd4-5.0-1'. Valid layers for this model: {describe(layers)}")
         kind = LETTER_KINDS[match.group(1)]
-        blocks, depths = _span(match.group(2)), _span(match.group(3))
+        try:
+            blocks, depths = _span(match.group(2)), _span(match.group(3))
+        except LayerSelectionError as e:
+            raise LayerSelectionError(f"{input_name}: '{item}': {e}. Valid layers for this model: {describe(layers)}") from None
         hits = [l for l in layers if l.kind == kind
                 and (blocks is None or blocks[0] <= l.block <= blocks[1])
                 and (depths is None or depths[0] <= l.depth <= depths[1])]

@@ -22,3 +22,25 @@ def _load_pack():
 
 
 _load_pack()
+
+
+# Fixtures of the real-host tests (tests/comfy); they skip when COMFYUI_PATH is unset.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    import comfy_host
+    return comfy_host.require_comfy()
+
+
+@pytest.fixture(scope="session", params=["sd1", "sdxl"])
+def model(request, comfy):
+    import comfy_host
+    return {"sd1": comfy_host.tiny_sd1, "sdxl": comfy_host.tiny_sdxl}[request.param]()
+
+
+@pytest.fixture(scope="session")
+def sd1(comfy):
+    import comfy_host
+    return comfy_host.tiny_sd1()

@@ -1,0 +1,24 @@
+"""The core and the pack's entry module import outside any host and pull in no host code."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("attnguide", {str(ROOT / '__init__.py')!r},
+                                              submodule_search_locations=[{str(ROOT)!r}])
+pack = importlib.util.module_from_spec(spec); sys.modules["attnguide"] = pack; spec.loader.exec_module(pack)
+import attnguide.attention.layers, attnguide.attention.math, attnguide.attention.router
+import attnguide.guidance.sag, attnguide.guidance.pag, attnguide.guidance.schedule, attnguide.guidance.rescale
+assert callable(pack.comfy_entrypoint)
+hosts = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "modules", "ldm", "sgm", "backend", "ldm_patched"))
+print(hosts)
+sys.exit(1 if hosts else 0)
+"""
+
+
+def test_core_imports_without_a_host():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
