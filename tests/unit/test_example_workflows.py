@@ -3,10 +3,11 @@ widgets_values in schema order. With COMFYUI_PATH set, the table below is checke
 the real schemas and the built-in nodes' widget counts against the real ComfyUI."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
 EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json"}

@@ -4,10 +4,11 @@ import runpy
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 INSTALL = ROOT / "install.py"
 
