@@ -83,8 +83,11 @@ def tiny_sdxl():
           "use_linear_in_transformer": True, "context_dim": 64, "num_head_channels": 16,
           "use_temporal_attention": False, "use_temporal_resblock": False}
     cfg = comfy.supported_models.SDXL(uc)
+    cfg.unet_config["num_head_channels"] = 16  # SDXL's config forces 64, which would leave one head
     cfg.set_inference_dtype(torch.float32, None)
-    return _patcher(_init(cfg.get_model({})))
+    model = cfg.get_model({})
+    assert model.diffusion_model.middle_block[1].transformer_blocks[0].attn1.heads == 4
+    return _patcher(_init(model))
 
 
 def _patcher(model):
