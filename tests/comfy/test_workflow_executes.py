@@ -1,0 +1,121 @@
+"""A prompt through ComfyUI's own executor (inference mode, V3 class locking, caching):
+UNETLoader -> AttnGuideSAG -> AttnGuidePAG -> KSampler, on a tiny checkpoint saved to disk.
+The executed latent equals sampling the same loaded model with the nodes applied directly."""
+import asyncio
+from pathlib import Path
+
+import pytest
+import torch
+
+import comfy_host as H
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTURED = {}
+
+
+class _Cond:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0}), "empty": ("BOOLEAN", {"default": False})}}
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+
+    def make(self, seed, empty):
+        g = torch.Generator().manual_seed(seed)
+        t = torch.zeros(1, 77, 32) if empty else torch.randn(1, 77, 32, generator=g)
+        return ([[t, {}]],)
+
+
+class _Keep:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",)}}
+    RETURN_TYPES = ()
+    FUNCTION = "keep"
+    OUTPUT_NODE = True
+
+    def keep(self, samples):
+        CAPTURED["latent"] = samples["samples"].clone()
+        return {"ui": {"shape": [list(samples["samples"].shape)]}}
+
+
+class _Server:
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *a, **k):
+        pass
+
+    def queue_updated(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def checkpoint(comfy, tmp_path_factory):
+    import comfy.supported_models
+    import folder_paths
+    import safetensors.torch
+
+    class TinySD15(comfy.supported_models.SD15):
+        unet_config = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False,
+                       "adm_in_channels": None, "use_temporal_attention": False}
+
+    comfy.supported_models.models.insert(0, TinySD15)
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    path = folder / "attnguide_tiny_sd15.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in H.tiny_sd1().model.diffusion_model.state_dict().items()}, str(path))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    yield path
+    comfy.supported_models.models.remove(TinySD15)
+
+
+def _prompt(name):
+    sampler = {"seed": 0, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
+    return {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}},
+        "2": {"class_type": "AttnGuideSAG", "inputs": {"model": ["1", 0], "scale": 0.75, "blur_sigma": 1.0, "threshold": 1.0,
+                                                       "layer": "m0.0", "start_percent": 0.0, "end_percent": 1.0}},
+        "3": {"class_type": "AttnGuidePAG", "inputs": {"model": ["2", 0], "scale": 3.0, "adaptive_scale": 0.0, "layers": "m0",
+                                                       "rescale": 0.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "4": {"class_type": "AttnGuideTestCond", "inputs": {"seed": 1, "empty": False}},
+        "5": {"class_type": "AttnGuideTestCond", "inputs": {"seed": 1, "empty": True}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 96, "batch_size": 2}},
+        "7": {"class_type": "KSampler", "inputs": {"model": ["3", 0], "positive": ["4", 0], "negative": ["5", 0],
+                                                   "latent_image": ["6", 0], **sampler}},
+        "8": {"class_type": "AttnGuideTestKeep", "inputs": {"samples": ["7", 0]}},
+    }
+
+
+def test_prompt_executes_and_equals_direct_sampling(checkpoint):
+    import comfy.sample
+    import comfy.sd
+    import execution
+    import nodes
+    from attnguide.nodes.pag import PerturbedAttentionGuidance
+    from attnguide.nodes.sag import SelfAttentionGuidance
+
+    assert asyncio.run(nodes.load_custom_node(str(ROOT)))
+    nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
+    prompt = _prompt(checkpoint.name)
+    valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt("p1", prompt, None))
+    assert valid, (err, node_errors)
+    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor.execute(prompt, "p1", extra_data={}, execute_outputs=outputs)
+    assert executor.success, executor.status_messages
+    executed = CAPTURED["latent"]
+
+    model = comfy.sd.load_diffusion_model(str(checkpoint))
+    before = repr(model.model_options)
+    patched = PerturbedAttentionGuidance.execute(
+        SelfAttentionGuidance.execute(model, 0.75, 1.0, 1.0, "m0.0", 0.0, 1.0).args[0], 3.0, 0.0, "m0", 0.0, 0.0, 1.0).args[0]
+    pos, neg = _Cond().make(1, False)[0], _Cond().make(1, True)[0]
+    latent = torch.zeros(2, 4, 12, 16)
+    direct = comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 3, 5.0, "euler", "normal", pos, neg, latent,
+                                 denoise=1.0, disable_pbar=True, seed=0)
+    plain = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, 0), 3, 5.0, "euler", "normal", pos, neg, latent,
+                                denoise=1.0, disable_pbar=True, seed=0)
+    assert executed.shape == (2, 4, 12, 16)
+    assert float((executed - direct).abs().max() / direct.abs().max()) <= 1e-5
+    assert float((plain - direct).abs().max() / direct.abs().max()) >= 1e-3
+    assert repr(model.model_options) == before
