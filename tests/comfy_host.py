@@ -112,12 +112,12 @@ def conds(model, batch=1, seed=1):
     return pos, neg
 
 
-def sample(model, pos, neg, latent, steps=4, cfg=5.0, sampler="euler", scheduler="normal", seed=0, sigmas=None):
+def sample(model, pos, neg, latent, steps=4, cfg=5.0, sampler="euler", scheduler="normal", seed=0, sigmas=None, denoise=1.0):
     import comfy.sample
     import comfy.samplers
     noise = comfy.sample.prepare_noise(latent, seed)
     if sigmas is None:
         return comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, pos, neg, latent,
-                                   denoise=1.0, disable_pbar=True, seed=seed)
+                                   denoise=denoise, disable_pbar=True, seed=seed)
     return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.sampler_object(sampler), sigmas, pos, neg,
                                       latent, disable_pbar=True, seed=seed)

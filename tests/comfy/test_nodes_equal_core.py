@@ -149,3 +149,20 @@ def test_other_samplers_run(sd1):
     for sampler in ("heun", "dpmpp_2m", "ddim"):
         out = run(pag_node(sag_node(sd1)), sampler=sampler, steps=3)
         assert torch.isfinite(out).all()
+
+
+def test_img2img_equals_core_and_counts_steps_actually_run(sd1):
+    """denoise < 1: the methods act on the partial schedule, and windows count its steps."""
+    from reference_patches import BatchLog, ref_pag, ref_sag, rel
+    pos, neg = H.conds(sd1)
+    image = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    img2img = lambda m, steps=4: H.sample(m, pos, neg, image, steps=steps, cfg=5.0, denoise=0.5)
+    ours, ref = img2img(pag_node(sag_node(sd1))), img2img(ref_pag(ref_sag(sd1)))
+    assert rel(ours, ref) <= 1e-5
+    assert rel(img2img(sd1), ref) >= 1e-3
+    log = BatchLog(sd1)
+    try:
+        img2img(pag_node(sd1, end=0.5), steps=4)
+    finally:
+        log.close()
+    assert log.sizes == [3, 3, 2, 2]  # 4 of the 8 scheduled steps run; PAG on for the first half of those
