@@ -57,35 +57,46 @@ def _init(model):
     return model
 
 
-def tiny_sd1():
-    """SD1-shaped: input 1,2 / middle 0 / output 3,4,5 attention at 2 levels, 8 heads."""
+POOLED_DIM = 32
+# SD1-shaped: attention at input 1, 3 / middle 0 / output 0-3, 8 heads of 4 channels.
+SD1_UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+            "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+            "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
+            "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
+            "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
+            "use_temporal_attention": False, "use_temporal_resblock": False}
+# SDXL-shaped: no attention at level 0, depth-2 transformers at level 1 and in the middle, 4 heads of 16.
+SDXL_UNET = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+             "num_classes": "sequential", "adm_in_channels": POOLED_DIM + 6 * 256, "in_channels": 4, "out_channels": 4,
+             "model_channels": 32, "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 2],
+             "transformer_depth_output": [0, 0, 2, 2], "transformer_depth_middle": 2,
+             "use_linear_in_transformer": True, "context_dim": 64, "num_head_channels": 16,
+             "use_temporal_attention": False, "use_temporal_resblock": False}
+
+
+def sd1_config():
     require_comfy()
     import comfy.supported_models
-    uc = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-          "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
-          "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
-          "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
-          "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
-          "use_temporal_attention": False, "use_temporal_resblock": False}
-    cfg = comfy.supported_models.SD15(uc)
+    cfg = comfy.supported_models.SD15(dict(SD1_UNET))
     cfg.set_inference_dtype(torch.float32, None)
-    return _patcher(_init(cfg.get_model({})))
+    return cfg
+
+
+def sdxl_config():
+    require_comfy()
+    import comfy.supported_models
+    cfg = comfy.supported_models.SDXL(dict(SDXL_UNET))
+    cfg.unet_config["num_head_channels"] = 16  # SDXL's config forces 64, which would leave one head
+    cfg.set_inference_dtype(torch.float32, None)
+    return cfg
+
+
+def tiny_sd1():
+    return _patcher(_init(sd1_config().get_model({})))
 
 
 def tiny_sdxl():
-    """SDXL-shaped: no attention at level 0, depth 2 transformers at level 1 and in the middle."""
-    require_comfy()
-    import comfy.supported_models
-    uc = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-          "num_classes": "sequential", "adm_in_channels": 32 + 6 * 256, "in_channels": 4, "out_channels": 4,
-          "model_channels": 32, "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 2],
-          "transformer_depth_output": [0, 0, 2, 2], "transformer_depth_middle": 2,
-          "use_linear_in_transformer": True, "context_dim": 64, "num_head_channels": 16,
-          "use_temporal_attention": False, "use_temporal_resblock": False}
-    cfg = comfy.supported_models.SDXL(uc)
-    cfg.unet_config["num_head_channels"] = 16  # SDXL's config forces 64, which would leave one head
-    cfg.set_inference_dtype(torch.float32, None)
-    model = cfg.get_model({})
+    model = sdxl_config().get_model({})
     assert model.diffusion_model.middle_block[1].transformer_blocks[0].attn1.heads == 4
     return _patcher(_init(model))
 

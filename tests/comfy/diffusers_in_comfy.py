@@ -23,23 +23,6 @@ import torch
 import comfy_host as H
 
 STEPS = 4
-SD1_UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-    "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 32,
-    "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
-    "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 8, "num_head_channels": -1,
-    "use_temporal_attention": False, "use_temporal_resblock": False}
-POOLED_DIM = 32
-SDXL_UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": POOLED_DIM + 6 * 256, "in_channels": 4, "out_channels": 4,
-    "model_channels": 32, "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 2],
-    "transformer_depth_output": [0, 0, 2, 2], "transformer_depth_middle": 2,
-    "use_linear_in_transformer": True, "context_dim": 64, "num_head_channels": 16,
-    "use_temporal_attention": False, "use_temporal_resblock": False}
-
-
 @contextlib.contextmanager
 def _torchvision_stub_hidden():
     """comfy_host puts a two-line torchvision stub on sys.path for ComfyUI's model code.
@@ -85,6 +68,7 @@ def import_diffusers():
                     "nodes-vs-diffusers comparison")
     with _torchvision_stub_hidden():
         import diffusers
+        from reference import tiny_diffusers  # noqa: F401  (imported here, behind the stub; used below)
         try:
             sag = diffusers.StableDiffusionSAGPipeline
         except AttributeError:  # only under pipelines.deprecated
@@ -97,9 +81,8 @@ def import_diffusers():
 
 
 def ddim_scheduler():
-    from diffusers import DDIMScheduler
-    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    from reference.tiny_diffusers import ddim
+    return ddim()
 
 
 @dataclass
@@ -121,7 +104,6 @@ def ddim_schedule(steps=STEPS):
 def _convert(unet, cfg):
     """ComfyUI model with the diffusers UNet's weights (strict: every key on both sides)."""
     import comfy.utils
-    cfg.set_inference_dtype(torch.float32, None)
     model = cfg.get_model({})
     key_map = comfy.utils.unet_to_diffusers(cfg.unet_config)  # diffusers key -> ldm key
     state = unet.state_dict()
@@ -134,20 +116,14 @@ def _convert(unet, cfg):
 def tiny_sd1_pair(seed=0):
     """(diffusers UNet, ComfyUI ModelPatcher) with identical SD1-shaped weights: 8 heads,
     self-attention at d1.0, d3.0, m0.0 and u0.0-u3.0 (ComfyUI block ids)."""
-    import comfy.supported_models
-    from diffusers import UNet2DConditionModel
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",) * 2, up_block_types=("CrossAttnUpBlock2D",) * 2,
-        cross_attention_dim=32, attention_head_dim=8).eval()
-    return unet, _convert(unet, comfy.supported_models.SD15(dict(SD1_UNET_CONFIG)))
+    from reference.tiny_diffusers import sd1_unet
+    unet = sd1_unet(seed)
+    return unet, _convert(unet, H.sd1_config())
 
 
 def tiny_sdxl_pair(seed=0):
     """SDXL-shaped: no attention at level 0, depth-2 transformers at level 1 and in the middle,
     4 heads of 16 channels, 256-dim size embeddings (ComfyUI's SDXL hard-codes 256)."""
-    import comfy.supported_models
     from diffusers import UNet2DConditionModel
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -155,10 +131,8 @@ def tiny_sdxl_pair(seed=0):
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         transformer_layers_per_block=(1, 2), attention_head_dim=(4, 4), use_linear_projection=True,
         cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=POOLED_DIM + 6 * 256).eval()
-    cfg = comfy.supported_models.SDXL(dict(SDXL_UNET_CONFIG))
-    cfg.unet_config["num_head_channels"] = 16  # BASE.unet_extra_config forces 64 (1 head here); match diffusers' 4
-    return unet, _convert(unet, cfg)
+        projection_class_embeddings_input_dim=H.POOLED_DIM + 6 * 256).eval()
+    return unet, _convert(unet, H.sdxl_config())
 
 
 def pipeline(cls, unet, **kwargs):

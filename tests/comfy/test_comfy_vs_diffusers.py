@@ -10,6 +10,7 @@ Needs COMFYUI_PATH and diffusers; skips without them.
 import pytest
 import torch
 
+import comfy_host as H
 import diffusers_in_comfy as D
 from test_nodes_equal_core import pag_node, sag_node
 
@@ -42,8 +43,8 @@ def inputs(batch, ctx_dim, shape=(16, 16), pooled=False, seed=1):
     data = {"prompt_embeds": torch.randn(batch, 77, ctx_dim, generator=g),
             "negative_prompt_embeds": torch.randn(batch, 77, ctx_dim, generator=g)}
     if pooled:
-        data["pooled_prompt_embeds"] = torch.randn(batch, D.POOLED_DIM, generator=g)
-        data["negative_pooled_prompt_embeds"] = torch.randn(batch, D.POOLED_DIM, generator=g)
+        data["pooled_prompt_embeds"] = torch.randn(batch, H.POOLED_DIM, generator=g)
+        data["negative_pooled_prompt_embeds"] = torch.randn(batch, H.POOLED_DIM, generator=g)
     data["latents"] = torch.randn(batch, 4, *shape, generator=g)
     return data
 
@@ -91,7 +92,7 @@ def test_converted_weights_give_the_same_eps(sd1, sdxl):
     assert rel(eps_c, eps_d) <= 1e-5
 
     unet, model = sdxl
-    context, pooled = torch.randn(1, 77, 64, generator=g), torch.randn(1, D.POOLED_DIM, generator=g)
+    context, pooled = torch.randn(1, 77, 64, generator=g), torch.randn(1, H.POOLED_DIM, generator=g)
     time_ids = torch.tensor([[128.0, 128.0, 0.0, 0.0, 128.0, 128.0]])  # original (h, w), crop (top, left), target (h, w)
     adm = model.model.encode_adm(pooled_output=pooled, width=128, height=128, crop_w=0, crop_h=0,
                                  target_width=128, target_height=128)
