@@ -27,10 +27,6 @@ class Schedule:
         in_steps = self.start_percent - 1e-9 <= fraction < self.end_percent - 1e-9
         return in_steps and self.sigma_min <= sigma <= self.sigma_max
 
-    @property
-    def always(self):
-        return self == Schedule()
-
 
 def step_index(sample_sigmas, sigma):
     """(step, steps) of sigma within a descending schedule that ends at its last sigma."""

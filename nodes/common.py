@@ -1,9 +1,8 @@
-"""What every method node shares: schedule inputs, model checks, method keys."""
+"""What every method node shares: window inputs, model checks, method keys."""
 import logging
 
 from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ..attention.router import ROUTER_KEY
-from ..guidance.schedule import Schedule
 from .comfy_api_compat import io
 
 CATEGORY = "attnguide"
@@ -18,10 +17,6 @@ def schedule_inputs():
                        tooltip="The method is off from this fraction of the steps on (1 = on until the end). "
                                "Outside the window it costs nothing."),
     ]
-
-
-def schedule(start_percent, end_percent):
-    return Schedule(start_percent, end_percent)
 
 
 def unet_layers_or_warn(model, node_name):

@@ -2,6 +2,7 @@ from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
 from ..guidance.pag import pag_guidance, pag_scale
 from ..guidance.rescale import rescale_denoised
+from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install, step_context
@@ -61,6 +62,6 @@ class PerturbedAttentionGuidance(io.ComfyNode):
             return out
 
         hook = AttentionHook(frozenset(selected), lambda ctx: {key}, perturb)
-        install(m, Method(key, common.schedule(start_percent, end_percent), (hook,), extra_cond_rows=True))
+        install(m, Method(key, Schedule(start_percent, end_percent), (hook,), extra_cond_rows=True))
         m.set_model_sampler_post_cfg_function(post_cfg)
         return io.NodeOutput(m)

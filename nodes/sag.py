@@ -1,6 +1,7 @@
 from ..attention.math import attention_with_key_mass
 from ..attention.router import COND, UNCOND, AttentionHook, Method
 from ..guidance import sag
+from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install, run_extra, step_context
@@ -71,6 +72,6 @@ class SelfAttentionGuidance(io.ComfyNode):
             return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
 
         hook = AttentionHook(frozenset(selected), branch, capture)
-        install(m, Method(key, common.schedule(start_percent, end_percent), (hook,)))
+        install(m, Method(key, Schedule(start_percent, end_percent), (hook,)))
         m.set_model_sampler_post_cfg_function(post_cfg)
         return io.NodeOutput(m)

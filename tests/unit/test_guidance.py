@@ -44,9 +44,8 @@ def test_step_index_tensors_and_degenerate_schedules():
 
 def test_schedule_default_is_always_on():
     s = Schedule()
-    assert s.always
     assert all(s.active(step, 10, sigma) for step in range(10) for sigma in (100.0, 1.0, 0.0))
-    assert not Schedule(0.0, 0.5).always
+    assert not Schedule(0.0, 0.5).active(5, 10, 1.0)
 
 
 def test_schedule_step_window():
