@@ -1,8 +1,10 @@
 from .comfy_api_compat import ComfyExtension, io
 from .pag import PerturbedAttentionGuidance
+from .panorama import Panorama
+from .panorama_region import PanoramaRegion
 from .sag import SelfAttentionGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, Panorama, PanoramaRegion]
 
 
 class AttnGuideExtension(ComfyExtension):
