@@ -37,7 +37,7 @@ def axis_windows(length, window, stride, wrap, name="window"):
     if length < 1 or window < 1 or stride < 1:
         raise ValueError(f"{name}: length {length}, window {window} and stride {stride} must be positive")
     size = min(window, length)
-    if stride > size:
+    if stride > size < length:
         raise ValueError(f"{name}: the stride ({stride}) is larger than the window ({size} on an axis of {length}); "
                          "the windows would leave gaps. Use a stride of at most the window size.")
     if wrap:
