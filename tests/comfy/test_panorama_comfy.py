@@ -257,3 +257,18 @@ def test_panorama_node_equals_diffusers_circular(comfy):
     plain = D.comfy_sample(model, latents, [[pe, {}]], [[ne, {}]], 7.5, schedule)
     assert rel(ours, ref) <= TOL
     assert rel(ref, plain) >= EFFECT
+
+
+def test_sd1_and_sdxl_with_pag_do_not_depend_on_window_batch(model):
+    pos, neg = H.conds(model)
+    noise = torch.randn(1, 4, 16, 40, generator=torch.Generator().manual_seed(2))
+    sigmas = [8.0, 2.0, 0.0]
+    one = sample(pag(panorama(model, batch=1)), noise, pos, neg, sigmas=sigmas)
+    many = sample(pag(panorama(model, batch=5)), noise, pos, neg, sigmas=sigmas)
+    assert rel(many, one) <= 1e-5
+    assert rel(one, sample(pag(model), noise, pos, neg, sigmas=sigmas)) >= EFFECT
+
+
+def test_native_window_size(model):
+    from attnguide.nodes.panorama import native_window
+    assert native_window(model) == (128 if model.model.adm_channels else 64)

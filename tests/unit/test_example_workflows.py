@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json"}
+EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json",
+            "panorama_512x2048.json", "panorama_360.json", "panorama_two_regions.json"}
 
 # Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
 WIDGETS = {
@@ -30,8 +31,22 @@ WIDGETS = {
         ("start_percent", "FLOAT", 0.0, 0.0, 1.0),
         ("end_percent", "FLOAT", 1.0, 0.0, 1.0),
     ],
+    "AttnGuidePanorama": [
+        ("window_width", "INT", 0, 0, 16384),
+        ("window_height", "INT", 0, 0, 16384),
+        ("stride", "INT", 64, 8, 16384),
+        ("wrap", "COMBO", "none", None, None),
+        ("weights", "COMBO", "uniform", None, None),
+        ("window_batch", "INT", 4, 1, 256),
+    ],
+    "AttnGuidePanoramaRegion": [
+        ("strength", "FLOAT", 1.0, 0.0, 10.0),
+        ("bootstrap", "FLOAT", 0.2, 0.0, 1.0),
+    ],
 }
-PY_TYPES = {"FLOAT": (int, float), "STRING": (str,)}
+# Socket inputs and output types of our nodes; the rest take and give a MODEL.
+SOCKETS = {"AttnGuidePanoramaRegion": (["conditioning", "region", "mask"], ["CONDITIONING"])}
+PY_TYPES = {"FLOAT": (int, float), "STRING": (str,), "INT": (int,), "COMBO": (str,)}
 
 
 def load(path):
@@ -83,8 +98,9 @@ def test_our_widgets_match_the_schema(path):
             assert isinstance(value, PY_TYPES[type_]) and not isinstance(value, bool), f"{name}={value!r}"
             if lo is not None:
                 assert lo <= value <= hi, f"{name}={value} outside [{lo}, {hi}]"
-        assert [i["name"] for i in node["inputs"]] == ["model"]
-        assert [o["type"] for o in node["outputs"]] == ["MODEL"]
+        inputs, outputs = SOCKETS.get(node["type"], (["model"], ["MODEL"]))
+        assert [i["name"] for i in node["inputs"]] == inputs
+        assert [o["type"] for o in node["outputs"]] == outputs
 
 
 def test_the_table_matches_the_real_schema():
