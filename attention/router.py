@@ -22,6 +22,7 @@ from ..guidance.schedule import Schedule, step_index
 ROUTER_KEY = "attnguide_router"
 STEP_KEY = "attnguide_step"
 ROLES_KEY = "attnguide_roles"
+RUN_KEY = "attnguide_run"
 COND, UNCOND = "cond", "uncond"
 
 
