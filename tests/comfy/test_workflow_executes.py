@@ -70,6 +70,21 @@ def checkpoint(comfy, tmp_path_factory):
     comfy.supported_models.models.remove(TinySD15)
 
 
+def _execute(prompt, prompt_id):
+    """Load the pack (and the custom-sampler nodes ComfyUI loads at start-up), validate and run."""
+    import execution
+    import nodes
+    assert asyncio.run(nodes.load_custom_node(str(ROOT)))
+    if "SamplerCustomAdvanced" not in nodes.NODE_CLASS_MAPPINGS:
+        asyncio.run(nodes.load_custom_node(str(Path(nodes.__file__).parent / "comfy_extras" / "nodes_custom_sampler.py")))
+    nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
+    valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    assert valid, (err, node_errors)
+    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=outputs)
+    assert executor.success, executor.status_messages
+
+
 def _prompt(name):
     sampler = {"seed": 0, "steps": 3, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}
     return {
@@ -90,19 +105,10 @@ def _prompt(name):
 def test_prompt_executes_and_equals_direct_sampling(checkpoint):
     import comfy.sample
     import comfy.sd
-    import execution
-    import nodes
     from attnguide.nodes.pag import PerturbedAttentionGuidance
     from attnguide.nodes.sag import SelfAttentionGuidance
 
-    assert asyncio.run(nodes.load_custom_node(str(ROOT)))
-    nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
-    prompt = _prompt(checkpoint.name)
-    valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt("p1", prompt, None))
-    assert valid, (err, node_errors)
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
-    executor.execute(prompt, "p1", extra_data={}, execute_outputs=outputs)
-    assert executor.success, executor.status_messages
+    _execute(_prompt(checkpoint.name), "p1")
     executed = CAPTURED["latent"]
 
     model = comfy.sd.load_diffusion_model(str(checkpoint))
@@ -158,19 +164,7 @@ def _sega_prompt(name):
 def test_sega_prompt_with_ksampler_and_sampler_custom_advanced(checkpoint):
     """Concept stack -> AttnGuideSEGA -> KSampler, and the same concepts -> AttnGuideSEGAGuider ->
     SamplerCustomAdvanced, in one prompt: both run and agree, and SEGA moved the result."""
-    import execution
-    import nodes
-
-    assert asyncio.run(nodes.load_custom_node(str(ROOT)))
-    if "SamplerCustomAdvanced" not in nodes.NODE_CLASS_MAPPINGS:  # a comfy_extras module, loaded at start-up in ComfyUI
-        asyncio.run(nodes.load_custom_node(str(Path(nodes.__file__).parent / "comfy_extras" / "nodes_custom_sampler.py")))
-    nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
-    prompt = _sega_prompt(checkpoint.name)
-    valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt("p2", prompt, None))
-    assert valid, (err, node_errors)
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
-    executor.execute(prompt, "p2", extra_data={}, execute_outputs=outputs)
-    assert executor.success, executor.status_messages
+    _execute(_sega_prompt(checkpoint.name), "p2")
     ksampler, guider, plain = CAPTURED["ksampler"], CAPTURED["guider"], CAPTURED["plain"]
     assert float((ksampler - guider).abs().max() / guider.abs().max()) <= 1e-6
     assert float((plain - guider).abs().max() / guider.abs().max()) >= 1e-3
