@@ -3,8 +3,10 @@ from .pag import PerturbedAttentionGuidance
 from .panorama import Panorama
 from .panorama_region import PanoramaRegion
 from .sag import SelfAttentionGuidance
+from .sega import SEGAConcept, SEGAGuider, SemanticGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, Panorama, PanoramaRegion]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, SemanticGuidance, SEGAGuider,
+         Panorama, PanoramaRegion]
 
 
 class AttnGuideExtension(ComfyExtension):

@@ -17,7 +17,7 @@ import comfy.patcher_extension
 import comfy.utils
 import torch
 
-from ..attention.router import Method
+from ..attention.router import RUN_KEY, Method
 from ..guidance import panorama as pano
 from ..guidance.schedule import Schedule, step_index
 from . import common
@@ -122,11 +122,15 @@ class _Tiler:
         weight = pano.window_weight(windows[0].height, windows[0].width, self.weights)
         to = model_options.get("transformer_options", {})
         step = _Step(x, timestep, to.get("sample_sigmas"), seed)
+        run = to.get(RUN_KEY)
         blend = pano.Blend(x)
         for i in range(0, len(windows), self.batch):
             group = windows[i:i + self.batch]
             call = _WindowCall(group, step, self.ratio)
-            options = {**model_options, "transformer_options": {**to, CALL_KEY: call}}
+            window_to = {**to, CALL_KEY: call}
+            if run is not None:  # state kept across steps (SEGA's momentum) is per window batch
+                window_to[RUN_KEY] = run.setdefault((WRAPPER_KEY, i), {})
+            options = {**model_options, "transformer_options": window_to}
             t = timestep.repeat(len(group)) if torch.is_tensor(timestep) and timestep.ndim else timestep
             blend.add(executor(pano.crop(x, group), t, options, seed), group, weight)
         return blend.result()

@@ -272,3 +272,33 @@ def test_sd1_and_sdxl_with_pag_do_not_depend_on_window_batch(model):
 def test_native_window_size(model):
     from attnguide.nodes.panorama import native_window
     assert native_window(model) == (128 if model.model.adm_channels else 64)
+
+
+# --- SEGA --------------------------------------------------------------------------------------------
+
+def sega(model, momentum_scale, seeds=(11, 12)):
+    from attnguide.nodes.sega import SEGAConcept, SemanticGuidance
+    stack = None
+    for seed, direction in zip(seeds, ("add", "remove")):
+        concept, _ = H.conds(model, seed=seed)
+        stack = SEGAConcept.execute("", direction, 5.0, 0, -1, "steps", 0.8, 1.0, conditioning=concept,
+                                    concepts=stack).args[0]
+    return SemanticGuidance.execute(model, stack, momentum_scale, 0.4).args[0]
+
+
+def test_panorama_with_sega_is_sega_per_window(setup):
+    """Stateless SEGA (no momentum, no warmup) so one-step runs per window are the reference."""
+    model, pos, neg, noise = setup
+    noise = noise[:1]
+    ours = sample(sega(panorama(model, batch=3), 0.0), noise, pos, neg)
+    ref = reference(sega(model, 0.0), noise, lambda w: (pos, neg))
+    assert rel(ours, ref) <= TOL
+    assert rel(ref, reference(model, noise, lambda w: (pos, neg))) >= EFFECT
+
+
+def test_sega_momentum_is_kept_per_window_batch(setup):
+    model, pos, neg, noise = setup
+    one = sample(panorama(sega(model, 0.5), batch=1), noise, pos, neg)
+    many = sample(panorama(sega(model, 0.5), batch=3), noise, pos, neg)  # 5 windows: batches of 3 and 2
+    assert rel(many, one) <= 1e-5
+    assert rel(one, sample(panorama(sega(model, 0.0), batch=1), noise, pos, neg)) >= EFFECT
