@@ -302,3 +302,40 @@ def test_sega_momentum_is_kept_per_window_batch(setup):
     many = sample(panorama(sega(model, 0.5), batch=3), noise, pos, neg)  # 5 windows: batches of 3 and 2
     assert rel(many, one) <= 1e-5
     assert rel(one, sample(panorama(sega(model, 0.0), batch=1), noise, pos, neg)) >= EFFECT
+
+
+def test_bootstrapped_region_rows_see_the_latent_only_under_their_mask(setup):
+    """Inside the UNet call: while bootstrapping, the region's rows equal the other rows where its
+    (window-cropped) mask is 1 and hold the flat noised background where it is 0; afterwards they
+    equal them everywhere."""
+    import comfy.patcher_extension as pe
+    model, pos, neg, noise = setup
+    other, _ = H.conds(model, seed=4)
+    mask = torch.zeros(1, 16, 40)
+    mask[:, :, 20:] = 1.0
+    m = panorama(model, batch=5)
+    seen = []
+
+    def spy(executor, x, *args, **kwargs):
+        to = kwargs.get("transformer_options", args[4] if len(args) > 4 else {})
+        seen.append((x.clone(), list(to["cond_or_uncond"])))
+        return executor(x, *args, **kwargs)
+
+    m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
+    sample(m, noise[:1], region(pos, other, mask, bootstrap=0.2), neg, sigmas=[8.0, 3.0, 1.0, 0.0])
+    windows = pano.layout(16, 40, (16, 16), (8, 8), (False, True))
+    cropped = pano.crop(mask, windows)[:, None].expand(-1, 4, -1, -1).bool()
+    assert len(seen) == 3  # one call per step: 5 windows x (base, region, negative)
+    for step, (x, labels) in enumerate(seen):
+        assert sorted(labels) == [0, 0, 1]
+        chunks = x.chunk(3)
+        plain = chunks[labels.index(1)]
+        positives = [c for c, l in zip(chunks, labels) if l == 0]
+        differs = [bool((c != plain).any()) for c in positives]
+        if step == 0:
+            assert sorted(differs) == [False, True]
+            boot = positives[differs.index(True)]
+            assert torch.equal(boot[cropped], plain[cropped])
+            assert bool((boot[~cropped] != plain[~cropped]).all())
+        else:
+            assert differs == [False, False]
