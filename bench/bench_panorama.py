@@ -110,7 +110,7 @@ def main(argv=None):
     for name, _, _ in configs:
         t = med[name]
         if name.startswith("panorama"):
-            print(f"| {name} | {t:.3f} | {windows / t:.2f} | {t / (windows * med['plain window']):.2f} | "
+            print(f"| {name} | {t:.3f} | {windows / t:.3g} | {t / (windows * med['plain window']):.2f} | "
                   f"{t / med['plain full']:.2f} |")
         else:
             print(f"| {name} | {t:.3f} | - | - | - |")
