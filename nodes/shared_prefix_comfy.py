@@ -164,6 +164,7 @@ class _Split:
         self.cache = {}
 
     def _full(self, t):
+        """The embedding or context of the shared rows for the whole batch, gathered once per call."""
         if not torch.is_tensor(t) or t.shape[0] != self.shared_rows:
             return t
         hit = self.cache.get(id(t))
@@ -204,6 +205,7 @@ class _Split:
         return None
 
     def gather_skip(self, h, hsp, transformer_options):
-        if h.shape[0] == self.all_rows:
-            hsp = self._full(hsp)
+        # not cached: each skip is read once, and its gathered copy is freed with it
+        if h.shape[0] == self.all_rows and hsp.shape[0] == self.shared_rows:
+            hsp = hsp[self.gather]
         return h, hsp
