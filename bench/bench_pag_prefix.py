@@ -64,6 +64,34 @@ class SkipSizes:
         return sum(self.sizes[:len(self.handles)])
 
 
+def flop_shares(comfy_host, size, selections, latent_hw):
+    """Per selection: the fraction of one UNet forward's FLOPs before the split point (the
+    SpatialTransformer of the selection's first layer), counted on a meta-device copy of the
+    model (no memory, no time), and the per-step ratios to plain CFG that this fraction allows."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    import comfy.supported_models
+    from attnguide.attention.layers import forward_order, parse_layers, unet_layers
+    from attnguide.nodes.shared_prefix_comfy import _modules_from
+    cfg = comfy.supported_models.SD15(dict(bench_step.SD15_UNET)) if size == "sd15-512" else comfy_host.sd1_config()
+    with torch.device("meta"):
+        dm = cfg.get_model({}, device="meta").diffusion_model
+    counter, entered = FlopCounterMode(display=False), {}
+    handles = []
+    for sel in selections:
+        first = min(parse_layers(sel, unet_layers(dm)), key=forward_order)
+        module = _modules_from(dm, first)[0]
+        handles.append(module.register_forward_pre_hook(
+            lambda m, a, sel=sel: entered.setdefault(sel, counter.get_total_flops()) and None))
+    ctx_dim = dm.input_blocks[1][-1].transformer_blocks[0].attn2.to_k.in_features
+    with torch.device("meta"), counter:
+        dm(torch.zeros(1, 4, latent_hw, latent_hw), torch.zeros(1), context=torch.zeros(1, 77, ctx_dim))
+    for h in handles:
+        h.remove()
+    total = counter.get_total_flops()
+    return total, {sel: entered[sel] / total for sel in selections}
+
+
 def main(argv=None):
     a = parse_args(argv)
     comfy_host, device = bench_step.setup_comfy(a)
@@ -110,6 +138,11 @@ def main(argv=None):
     print(f"  skips       input-block activations kept for the output blocks: {bench_step.fmt_bytes(per_row)} per row; "
           f"CFG+PAG holds them for 2 rows shared vs 3 unshared ({bench_step.fmt_bytes(2 * per_row)} vs "
           f"{bench_step.fmt_bytes(3 * per_row)}); each is gathered for the copy only when its output block runs")
+    total, shares = flop_shares(comfy_host, a.size, a.layers, n_lat)
+    print(f"  FLOPs       one UNet row {total / 1e9:.1f} GFLOP; shared before the split, and the per-step ratio to plain "
+          "that FLOPs alone allow (CFG: 1 + (1 - share) / 2; CFG 1: 2 - share):")
+    for sel, share in shares.items():
+        print(f"              PAG {sel:<6} shares {share:6.1%}   CFG {1 + (1 - share) / 2:.3f}   CFG 1 {2 - share:.3f}")
     print(f"  load avg    {bench_step.loadavg()} (start)", flush=True)
 
     for _, m, cfg in (configs[1:] if a.size == "tiny" else []):
