@@ -183,3 +183,14 @@ def test_hooks_are_removed_when_the_forward_fails(sd1):
         run(m, steps=1)
     assert no_hooks_left(sd1)
     assert torch.isfinite(run(pag_node(sd1), steps=1)).all()
+
+
+def test_two_pags_on_different_layers(model, monkeypatch):
+    """Each PAG adds its own copy; both join at the earlier of their first layers."""
+    from reference_patches import rel
+    make = lambda: pag_node(pag_node(model, layers=pick(model, "output")), layers="m0", scale=1.5)
+    with Rows(model) as rows:
+        shared = run(make(), steps=2)
+    assert rows.first == [2, 2] and rows.last == [4, 4]
+    assert rel(shared, run(unshared(make, monkeypatch), steps=2)) <= 1e-5
+    assert rel(shared, run(pag_node(model, layers="m0", scale=1.5), steps=2)) >= 1e-3
