@@ -23,6 +23,7 @@ from .layers import forward_order
 ROUTER_KEY = "attnguide_router"
 STEP_KEY = "attnguide_step"
 ROLES_KEY = "attnguide_roles"
+RUN_KEY = "attnguide_run"
 COND, UNCOND = "cond", "uncond"
 
 
@@ -36,6 +37,8 @@ class StepContext:
         self.captures = {}
         self.extra_outputs = {}
         self.attn1_at = None
+        self.sampler_conds = {}  # the sampler's conds by name (host objects), for methods' extra rows
+        self.run = None          # state of the whole generation this step belongs to (a dict), if the host keeps one
 
     def __deepcopy__(self, memo):
         return self  # host option dicts get copied; the step's state must stay one object
@@ -55,6 +58,7 @@ class Method:
     schedule: Schedule = Schedule()
     hooks: tuple = ()
     extra_cond_rows: bool = False  # one more copy of the conditional rows, owned by this method
+    extra_rows: Callable = None    # (ctx, conds) -> [(role, cond)]: rows of its own conds in the main call
 
 
 @dataclass(frozen=True)
@@ -92,9 +96,15 @@ class Router:
         roles = [COND, UNCOND] + [None] * (len(conds) - 2)
         extra = []
         for m in self.methods:
-            if m.extra_cond_rows and m.key in ctx.active and conds[0] is not None:
+            if m.key not in ctx.active:
+                continue
+            if m.extra_cond_rows and conds[0] is not None:
                 extra.append(conds[0])
                 roles.append(m.key)
+            if m.extra_rows is not None:
+                for role, cond in m.extra_rows(ctx, conds):
+                    extra.append(cond)
+                    roles.append(role)
         return list(conds) + extra, roles
 
     def chain(self, layer, role, ctx):

@@ -36,3 +36,15 @@ def step_index(sample_sigmas, sigma):
     sigma = float(sigma)
     reached = sum(1 for s in sample_sigmas[:-1] if float(s) >= sigma * (1 - 1e-5))
     return max(0, reached - 1), steps
+
+
+def step_at(value, unit, steps):
+    """A step count given in steps, or in percent of the `steps` the sampler runs, as the
+    first step index it reaches (warmups, cooldowns, refinement limits). None stays None."""
+    if value is None:
+        return None
+    if unit == "steps":
+        return int(value)
+    if unit == "percent":
+        return math.ceil(value / 100.0 * steps - 1e-9)
+    raise ValueError(f"unknown step unit {unit!r}: use 'steps' or 'percent'")

@@ -1,8 +1,9 @@
 from .comfy_api_compat import ComfyExtension, io
 from .pag import PerturbedAttentionGuidance
 from .sag import SelfAttentionGuidance
+from .sega import SEGAConcept, SEGAGuider, SemanticGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, SemanticGuidance, SEGAGuider]
 
 
 class AttnGuideExtension(ComfyExtension):

@@ -40,3 +40,11 @@ def select_layers(text, layers, input_name):
 def method_key(model, name):
     router = model.model_options.get("transformer_options", {}).get(ROUTER_KEY)
     return f"{name}.{len(router.methods) if router else 0}"
+
+
+def warn_once(ctx, message):
+    """Log `message` once per generation (every time where the host keeps no run state)."""
+    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
+    if message not in seen:
+        seen.add(message)
+        _LOG.warning(message)

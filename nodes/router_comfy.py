@@ -14,10 +14,11 @@ import logging
 import comfy.ldm.modules.attention as host_attention
 import comfy.model_patcher
 import comfy.patcher_extension
+import comfy.sampler_helpers
 import comfy.samplers
 
 from ..attention.layers import Layer
-from ..attention.router import ROLES_KEY, ROUTER_KEY, STEP_KEY, Router
+from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
 from . import shared_prefix_comfy
 
 WRAPPER_KEY = "attnguide"
@@ -40,11 +41,25 @@ def install(model, method, force_replace=False):
         router = Router()
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _predict_noise)
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _calc_cond_batch)
+        model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample)
         shared_prefix_comfy.install(model)
     new_layers = {l for h in method.hooks for l in h.layers} - router.layers
     to[ROUTER_KEY] = router.with_method(method)
     for layer in sorted(new_layers):
         _route_layer(model, layer, force_replace)
+
+
+def add_sampler_conds(model, key, make):
+    """Before every run, add conds to the sampler's own: make(conds) -> {name: CONDITIONING}, where
+    conds are the run's prompt conds by name. The host processes them with the prompt's (areas,
+    model conds, ControlNet), and methods find them as ctx.sampler_conds[name]."""
+    def wrapper(executor, *args, **kwargs):
+        guider = executor.class_obj
+        for name, conditioning in make(guider.conds).items():
+            guider.conds[name] = comfy.sampler_helpers.convert_cond(conditioning)
+        return executor(*args, **kwargs)
+
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, f"{WRAPPER_KEY}.{key}", wrapper)
 
 
 def run_extra(args, conds, x):
@@ -54,12 +69,20 @@ def run_extra(args, conds, x):
     return comfy.samplers.calc_cond_batch(args["model"], conds, x, args["sigma"], mo)
 
 
+def _outer_sample(executor, *args, **kwargs):
+    """One generation: a fresh state that its steps share (the guider's options are a per-run copy)."""
+    executor.class_obj.model_options.setdefault("transformer_options", {})[RUN_KEY] = {}
+    return executor(*args, **kwargs)
+
+
 def _predict_noise(executor, x, timestep, model_options={}, seed=None):
     to = model_options.get("transformer_options", {})
     router = to.get(ROUTER_KEY)
     if router is None:
         return executor(x, timestep, model_options, seed)
     ctx = router.begin_step(timestep, to.get("sample_sigmas"), float(getattr(executor.class_obj, "cfg", 1.0)))
+    ctx.sampler_conds = getattr(executor.class_obj, "conds", None) or {}
+    ctx.run = to.get(RUN_KEY)
     to = {**to, STEP_KEY: ctx}
     replaces = to.get("patches_replace", {}).get("attn1", {})
     foreign = {}

@@ -68,14 +68,15 @@ def import_diffusers():
                     "nodes-vs-diffusers comparison")
     with _torchvision_stub_hidden():
         import diffusers
-        from reference import tiny_diffusers  # noqa: F401  (imported here, behind the stub; used below)
+        from reference import tiny_clip, tiny_diffusers  # noqa: F401  (imported here, behind the stub; used below)
         try:
             sag = diffusers.StableDiffusionSAGPipeline
         except AttributeError:  # only under pipelines.deprecated
             from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import \
                 StableDiffusionSAGPipeline as sag
         classes = SimpleNamespace(SD=diffusers.StableDiffusionPipeline, SAG=sag, PAG=diffusers.StableDiffusionPAGPipeline,
-                                  XL_PAG=diffusers.StableDiffusionXLPAGPipeline, UNet=diffusers.UNet2DConditionModel,
+                                  XL_PAG=diffusers.StableDiffusionXLPAGPipeline, SEGA=diffusers.SemanticStableDiffusionPipeline,
+                                  UNet=diffusers.UNet2DConditionModel,
                                   DDIM=diffusers.DDIMScheduler, version=diffusers.__version__)
     return classes
 

@@ -78,3 +78,30 @@ class BatchLog:
 
     def close(self):
         self.handle.remove()
+
+
+class RefSEGAGuider(comfy.samplers.CFGGuider):
+    """SEGA the plain way: a guider (like ComfyUI's PerpNeg) that evaluates each concept in a
+    model call of its own, counts steps itself and keeps the momentum on the guider. CFG and the
+    model's post-CFG functions run first, then the edit, as the node stacks after other methods."""
+
+    def set_sega(self, positive, negative, concepts, cfg, momentum_scale=0.1, momentum_beta=0.4):
+        """concepts: [(CONDITIONING, guidance.sega.Concept)], conditioning complete (pooled, sizes)."""
+        self.inner_set_conds({"positive": positive, "negative": negative,
+                              **{f"concept{i}": c for i, (c, _) in enumerate(concepts)}})
+        self.concepts = [c for _, c in concepts]
+        self.cfg, self.momentum_scale, self.momentum_beta = cfg, momentum_scale, momentum_beta
+        self.step, self.momentum, self.calls = 0, None, []
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        from attnguide.guidance.sega import sega_denoised
+        cond, uncond = self.conds["positive"], self.conds["negative"]
+        cond_d, uncond_d = comfy.samplers.calc_cond_batch(self.inner_model, [cond, uncond], x, timestep, model_options)
+        denoised = comfy.samplers.cfg_function(self.inner_model, cond_d, uncond_d, self.cfg, x, timestep,
+                                               model_options=model_options, cond=cond, uncond=uncond)
+        concept_d = [comfy.samplers.calc_cond_batch(self.inner_model, [self.conds[f"concept{i}"]], x, timestep,
+                                                    model_options)[0] for i in range(len(self.concepts))]
+        out, self.momentum = sega_denoised(x, timestep, denoised, uncond_d, concept_d, self.concepts, self.step,
+                                           self.momentum, self.momentum_scale, self.momentum_beta)
+        self.step += 1
+        return out

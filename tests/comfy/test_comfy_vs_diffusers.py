@@ -184,3 +184,37 @@ def test_sdxl_pag_equals_diffusers(dif, sdxl, schedule, guidance, adaptive, resc
     ref = diffusers_run(pipe, data, guidance, pag_scale=3.0, pag_adaptive_scale=adaptive, guidance_rescale=rescale)
     ours = comfy_run(pag_node(model, scale=3.0, adaptive=adaptive, layers="m0", rescale=rescale), data, guidance, schedule)
     check(ours, ref, diffusers_run(pipe, data, guidance, pag_scale=0.0, guidance_rescale=rescale))
+
+
+# ---------------------------------------------------------------- SEGA
+
+def test_sega_equals_diffusers(dif, sd1, schedule):
+    """AttnGuideSEGAConcept x2 -> AttnGuideSEGA -> ComfyUI's sampler, against
+    SemanticStableDiffusionPipeline with the same tiny CLIP: staggered warmup (one in percent),
+    one concept removed, unequal weights and thresholds, momentum on."""
+    from reference import tiny_clip
+    from test_sega_host import sega_node, sega_nodes
+    unet, model = sd1
+    tok = tiny_clip.tokenizer()
+    encoder = tiny_clip.text_encoder(tok)
+    pipe = dif.SEGA(vae=None, text_encoder=encoder, tokenizer=tok, unet=unet, scheduler=D.ddim_scheduler(),
+                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    edits = dict(editing_prompt=["glasses", "frog"], reverse_editing_direction=[False, True],
+                 edit_guidance_scale=[5.0, 4.0], edit_warmup_steps=[1, 2], edit_threshold=[0.9, 0.8],
+                 edit_weights=[1.0, 0.5], edit_momentum_scale=0.3, edit_mom_beta=0.4)
+
+    def reference(**kw):
+        with torch.no_grad():
+            return pipe(prompt="a cat", latents=latents.clone(), height=128, width=128, num_inference_steps=D.STEPS,
+                        guidance_scale=7.5, output_type="latent", **kw).images
+
+    with torch.no_grad():
+        embed = lambda text: [[tiny_clip.encode(tok, encoder, [text]), {}]]
+        concept = sega_nodes()[0]
+        stack = concept.execute("", "add", 5.0, 1, -1, "steps", 0.9, 1.0, conditioning=embed("glasses")).args[0]
+        stack = concept.execute("", "remove", 4.0, 50, -1, "percent", 0.8, 0.5, conditioning=embed("frog"),
+                                concepts=stack).args[0]
+        ours = D.comfy_sample(sega_node(model, stack, 0.3, 0.4), latents, embed("a cat"), embed(""), 7.5, schedule)
+    check(ours, reference(**edits), reference())

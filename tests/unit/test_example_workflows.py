@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json"}
+EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json", "sega.json"}
 
 # Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
 WIDGETS = {
@@ -30,8 +30,39 @@ WIDGETS = {
         ("start_percent", "FLOAT", 0.0, 0.0, 1.0),
         ("end_percent", "FLOAT", 1.0, 0.0, 1.0),
     ],
+    "AttnGuideSEGAConcept": [
+        ("prompt", "STRING", "", None, None),
+        ("direction", "COMBO", "add", None, None),
+        ("scale", "FLOAT", 5.0, 0.0, 100.0),
+        ("warmup", "FLOAT", 10, 0, 10000),
+        ("cooldown", "FLOAT", -1, -1, 10000),
+        ("timing", "COMBO", "steps", None, None),
+        ("threshold", "FLOAT", 0.9, 0.0, 0.99),
+        ("weight", "FLOAT", 1.0, 0.0, 100.0),
+    ],
+    "AttnGuideSEGA": [
+        ("momentum_scale", "FLOAT", 0.1, 0.0, 10.0),
+        ("momentum_beta", "FLOAT", 0.4, 0.0, 0.999),
+    ],
+    "AttnGuideSEGAGuider": [
+        ("cfg", "FLOAT", 7.5, 0.0, 100.0),
+        ("momentum_scale", "FLOAT", 0.1, 0.0, 10.0),
+        ("momentum_beta", "FLOAT", 0.4, 0.0, 0.999),
+    ],
 }
-PY_TYPES = {"FLOAT": (int, float), "STRING": (str,)}
+_MODEL_IN_OUT = ([("model", "MODEL", False)], ["MODEL"])
+_CONCEPTS = "ATTNGUIDE_SEGA_CONCEPTS"
+# Socket inputs (name, type, optional) and output types of our nodes, in schema order.
+SOCKETS = {
+    "AttnGuideSAG": _MODEL_IN_OUT,
+    "AttnGuidePAG": _MODEL_IN_OUT,
+    "AttnGuideSEGAConcept": ([("clip", "CLIP", True), ("conditioning", "CONDITIONING", True),
+                              ("concepts", _CONCEPTS, True)], [_CONCEPTS]),
+    "AttnGuideSEGA": ([("model", "MODEL", False), ("concepts", _CONCEPTS, False)], ["MODEL"]),
+    "AttnGuideSEGAGuider": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
+                             ("negative", "CONDITIONING", False), ("concepts", _CONCEPTS, False)], ["GUIDER"]),
+}
+PY_TYPES = {"FLOAT": (int, float), "STRING": (str,), "COMBO": (str,)}
 
 
 def load(path):
@@ -59,7 +90,10 @@ def test_links_are_consistent(path):
         assert inp["link"] == link_id
         assert out["type"] == inp["type"] == type_
     for node in wf["nodes"]:  # and back: every slot's link exists and points at this slot
+        optional = {name for name, _, opt in SOCKETS.get(node["type"], ([], []))[0] if opt}
         for slot, inp in enumerate(node["inputs"]):
+            if inp["link"] is None and inp["name"] in optional:
+                continue
             assert inp["link"] in seen, f"node {node['id']} input {inp['name']} is not connected"
             assert [l for l in wf["links"] if l[0] == inp["link"]][0][3:5] == [node["id"], slot]
         for slot, out in enumerate(node["outputs"]):
@@ -83,8 +117,9 @@ def test_our_widgets_match_the_schema(path):
             assert isinstance(value, PY_TYPES[type_]) and not isinstance(value, bool), f"{name}={value!r}"
             if lo is not None:
                 assert lo <= value <= hi, f"{name}={value} outside [{lo}, {hi}]"
-        assert [i["name"] for i in node["inputs"]] == ["model"]
-        assert [o["type"] for o in node["outputs"]] == ["MODEL"]
+        inputs, outputs = SOCKETS[node["type"]]
+        assert [(i["name"], i["type"]) for i in node["inputs"]] == [(name, type_) for name, type_, _ in inputs]
+        assert [o["type"] for o in node["outputs"]] == outputs
 
 
 def test_the_table_matches_the_real_schema():
@@ -95,12 +130,15 @@ def test_the_table_matches_the_real_schema():
     require_comfy()
     from attnguide.nodes import NODES
     from attnguide.nodes.comfy_api_compat import io
-    real = {}
+    real, sockets = {}, {}
     for cls in NODES:
         schema = cls.define_schema()
         real[schema.node_id] = [(i.id, str(i.get_io_type()), i.default, getattr(i, "min", None), getattr(i, "max", None))
                                 for i in schema.inputs if isinstance(i, io.WidgetInput)]
+        sockets[schema.node_id] = ([(i.id, str(i.get_io_type()), bool(i.optional)) for i in schema.inputs
+                                    if not isinstance(i, io.WidgetInput)], [str(o.get_io_type()) for o in schema.outputs])
     assert real == WIDGETS
+    assert sockets == SOCKETS
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

@@ -298,3 +298,60 @@ def test_sigma_space_round_trip(sigma):
     d = from_eps(x, sigma, eps)
     torch.testing.assert_close(d, x - s * eps)
     torch.testing.assert_close(to_eps(x, sigma, d), eps, rtol=1e-5, atol=1e-5)
+
+
+# --- SEGA ---------------------------------------------------------------------------------------
+
+def test_sega_mask_is_per_item_and_channel():
+    from attnguide.guidance.sega import Concept, concept_direction
+    g = torch.Generator().manual_seed(0)
+    uncond = torch.zeros(2, 3, 4, 5)
+    concept_eps = torch.randn(2, 3, 4, 5, generator=g)
+    concept_eps[1, 2] *= 100  # one loud channel must not mask the others
+    gamma = concept_direction(concept_eps, uncond, Concept(scale=2.0, threshold=0.75))
+    kept = (gamma != 0).flatten(2).sum(-1)
+    assert torch.equal(kept, torch.full((2, 3), 5))  # top 25% of 20 values in every (item, channel)
+    assert torch.allclose(gamma[gamma != 0], 2.0 * concept_eps[gamma != 0])
+    reverse = concept_direction(concept_eps, uncond, Concept(scale=2.0, threshold=0.75, reverse=True))
+    assert torch.equal(reverse, -gamma)
+
+
+def test_sega_warmup_mixing_and_momentum():
+    from attnguide.guidance.sega import Concept, sega_guidance
+    u = torch.zeros(1, 1, 2, 2)
+    e1, e2 = torch.ones(1, 1, 2, 2), 2 * torch.ones(1, 1, 2, 2)
+    c1, c2 = Concept(scale=1.0, warmup=0, threshold=0.0, weight=1.0), Concept(scale=1.0, warmup=2, threshold=0.0, weight=3.0)
+    # step 0: only c1 warm -> normalised weights over warm concepts, no momentum in the edit
+    edit, m = sega_guidance(u, [e1, e2], [c1, c2], 0, None, momentum_scale=0.5, momentum_beta=0.4)
+    assert torch.allclose(edit, e1)
+    assert torch.allclose(m, 0.6 * (1 * e1 + 3 * e2))  # momentum builds from step 0 over all concepts
+    # step 2: all warm -> unnormalised sum plus momentum
+    edit2, m2 = sega_guidance(u, [e1, e2], [c1, c2], 2, m, momentum_scale=0.5, momentum_beta=0.4)
+    expected = 1 * e1 + 3 * e2 + 0.5 * m
+    assert torch.allclose(edit2, expected)
+    assert torch.allclose(m2, 0.4 * m + 0.6 * expected)
+
+
+def test_sega_all_warm_concepts_cooled_down_adds_nothing_instead_of_nan():
+    from attnguide.guidance.sega import Concept, sega_guidance
+    u, e = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    cooled, waiting = Concept(warmup=0, cooldown=1, threshold=0.0), Concept(warmup=5, threshold=0.0)
+    edit, _ = sega_guidance(u, [e, e], [cooled, waiting], 2)
+    assert torch.equal(edit, torch.zeros_like(u))
+
+
+def test_sega_concept_validation():
+    from attnguide.guidance.sega import Concept
+    for bad in (dict(threshold=1.0), dict(threshold=-0.1), dict(weight=-1.0), dict(warmup=-1)):
+        with pytest.raises(ValueError, match="SEGA concept"):
+            Concept(**bad)
+
+
+def test_step_at_steps_and_percent():
+    from attnguide.guidance.schedule import step_at
+    assert step_at(10, "steps", 20) == 10
+    assert step_at(20, "percent", 25) == 5
+    assert step_at(50, "percent", 5) == 3   # step 2 is 40 %, step 3 is 60 %: first step at or past 50 %
+    assert step_at(None, "percent", 5) is None
+    with pytest.raises(ValueError, match="unknown step unit"):
+        step_at(1, "seconds", 5)

@@ -277,3 +277,23 @@ def test_router_is_immutable_and_keys_are_unique():
     ctx = r2.begin_step(10.0, SIGMAS, 1.0)
     opts = copy.deepcopy({"r": r2, STEP_KEY: ctx})
     assert opts["r"] is r2 and opts[STEP_KEY] is ctx
+
+
+def test_methods_add_rows_of_their_own_conds_only_when_active():
+    from attnguide.guidance.schedule import Schedule
+    seen = []
+
+    def rows(ctx, conds):
+        seen.append(list(conds))
+        return [("sega.0.a", "concept a"), ("sega.0.b", "concept b")]
+
+    pag = Method("pag.0", extra_cond_rows=True)
+    sega = Method("sega.0", schedule=Schedule(0.5, 1.0), extra_rows=rows)
+    router = router_with(pag, sega)
+    ctx = router.begin_step(SIGMAS[0], SIGMAS, 7.0)         # step 0: SEGA's window has not started
+    conds, roles = router.extend_main_batch(ctx, ["c", "u"])
+    assert conds == ["c", "u", "c"] and roles == [COND, UNCOND, "pag.0"] and seen == []
+    ctx = router.begin_step(SIGMAS[-2], SIGMAS, 7.0)        # last step
+    conds, roles = router.extend_main_batch(ctx, ["c", "u"])
+    assert conds == ["c", "u", "c", "concept a", "concept b"]
+    assert roles == [COND, UNCOND, "pag.0", "sega.0.a", "sega.0.b"] and seen == [["c", "u"]]
