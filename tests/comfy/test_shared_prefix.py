@@ -194,3 +194,17 @@ def test_two_pags_on_different_layers(model, monkeypatch):
     assert rows.first == [2, 2] and rows.last == [4, 4]
     assert rel(shared, run(unshared(make, monkeypatch), steps=2)) <= 1e-5
     assert rel(shared, run(pag_node(model, layers="m0", scale=1.5), steps=2)) >= 1e-3
+
+
+@pytest.mark.parametrize("where", ["middle", "output"])
+def test_with_sega_concept_rows(sd1, where, monkeypatch):
+    """SEGA's concept rows (their own conds) stay in the shared part; only PAG's copy joins late."""
+    from reference_patches import rel
+    from test_sega_host import STEPS, build, sega_node
+    from test_sega_host import run as sega_run
+    stack, _ = build(sd1)
+    make = lambda: pag_node(sega_node(sd1, stack), layers=pick(sd1, where))
+    with Rows(sd1) as rows:
+        shared = sega_run(make())
+    assert rows.first == [4] * STEPS and rows.last == [5] * STEPS  # cond, uncond, 2 concepts; + PAG's copy
+    assert rel(shared, sega_run(unshared(make, monkeypatch))) <= 1e-5
