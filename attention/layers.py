@@ -23,6 +23,11 @@ class Layer(NamedTuple):
         return f"{KIND_LETTERS[self.kind]}{self.block}.{self.depth}"
 
 
+def forward_order(layer):
+    """Sort key: the order in which a UNet forward reaches its layers."""
+    return tuple(KIND_LETTERS).index(layer.kind), layer.block, layer.depth
+
+
 class LayerSelectionError(ValueError):
     pass
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..guidance.schedule import Schedule, step_index
+from .layers import forward_order
 
 ROUTER_KEY = "attnguide_router"
 STEP_KEY = "attnguide_step"
@@ -106,6 +107,18 @@ class Router:
                     roles.append(role)
         return list(conds) + extra, roles
 
+    def chain(self, layer, role, ctx):
+        """The hooks that run, in order, on rows of `role` at `layer` in this step."""
+        return tuple(h for key, h in self._by_layer.get(layer, ()) if key in ctx.active and role in h.roles(ctx))
+
+    def copy_diverges_at(self, ctx, role, source=COND):
+        """The first layer, in forward order, where rows of `role` that start as copies of
+        `source` rows stop computing what those compute; None if they never do."""
+        for layer in sorted(self._by_layer, key=forward_order):
+            if self.chain(layer, role, ctx) != self.chain(layer, source, ctx):
+                return layer
+        return None
+
     def attend(self, q, k, v, heads, layer, options, base):
         hooks = self._by_layer.get(layer)
         ctx, roles = options.get(STEP_KEY), options.get(ROLES_KEY)
@@ -113,10 +126,7 @@ class Router:
         if not hooks or ctx is None or roles is None or not labels or q.shape[0] % len(labels):
             return base(q, k, v, labels)
         rows = q.shape[0] // len(labels)
-        chains = []
-        for label in labels:
-            role = roles[label] if label < len(roles) else None
-            chains.append(tuple(h for key, h in hooks if key in ctx.active and role in h.roles(ctx)))
+        chains = [self.chain(layer, roles[label] if label < len(roles) else None, ctx) for label in labels]
         if not any(chains):
             return base(q, k, v, labels)
         outs, start = [], 0

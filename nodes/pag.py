@@ -16,7 +16,8 @@ class PerturbedAttentionGuidance(io.ComfyNode):
             display_name="Perturbed-Attention Guidance (AttnGuide)",
             category=common.CATEGORY,
             description="Perturbed-Attention Guidance (Ahn et al. 2024), equal to diffusers' StableDiffusionPAGPipeline. "
-                        "The perturbed rows run in the same UNet call as cond/uncond.",
+                        "The perturbed rows run in the same UNet call as cond/uncond and share the "
+                        "conditional rows' computation up to the first perturbed layer.",
             inputs=[
                 io.Model.Input("model", tooltip="A UNet model (SD1.x, SD2.x, SDXL)."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=100.0, step=0.01, round=0.01,

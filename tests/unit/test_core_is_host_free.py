@@ -10,7 +10,7 @@ import importlib.util, sys
 spec = importlib.util.spec_from_file_location("attnguide", {str(ROOT / '__init__.py')!r},
                                               submodule_search_locations=[{str(ROOT)!r}])
 pack = importlib.util.module_from_spec(spec); sys.modules["attnguide"] = pack; spec.loader.exec_module(pack)
-import attnguide.attention.layers, attnguide.attention.math, attnguide.attention.router
+import attnguide.attention.layers, attnguide.attention.math, attnguide.attention.router, attnguide.attention.shared_prefix
 import attnguide.guidance.sag, attnguide.guidance.pag, attnguide.guidance.schedule, attnguide.guidance.rescale
 assert callable(pack.comfy_entrypoint)
 hosts = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "modules", "ldm", "sgm", "backend", "ldm_patched"))
