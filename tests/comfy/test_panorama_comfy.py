@@ -107,7 +107,7 @@ def test_panorama_pag_calls_per_step(setup):
         calls.append(tuple(x.shape))
         return executor(x, *args, **kwargs)
 
-    m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_spy", spy)
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_spy", spy)
     sample(m, noise[:1], pos, neg, sigmas=[8.0, 0.0])
     # 5 windows of 16x16 in batches of 3 (then 2): cond + uncond + PAG rows
     assert calls == [(9, 4, 16, 16), (6, 4, 16, 16)]
