@@ -58,8 +58,12 @@ def token_maps(attention, indices, settings):
 def excite_loss(maps):
     """max over tokens of max(0, 1 - peak); ties go to the first token, as in the reference."""
     losses = [1.0 - m.max() for m in maps]
-    worst = max(losses, key=float)
+    worst = max(losses, key=_value)
     return worst.clamp(min=0.0)
+
+
+def _value(t):
+    return float(t.detach())
 
 
 def excite_latent(x, step, steps, c_in, settings, evaluate):
@@ -82,18 +86,18 @@ def excite_latent(x, step, steps, c_in, settings, evaluate):
 
     x, maps, loss = measure(x)
     threshold = dict(settings.thresholds).get(step)
-    if threshold is not None and float(loss) > 1.0 - threshold:
+    if threshold is not None and _value(loss) > 1.0 - threshold:
         target = max(0.0, 1.0 - threshold)
         iteration = 0
-        while float(loss) > target:
+        while _value(loss) > target:
             iteration += 1
             if iteration > 1:  # the first try measures where we already are
                 x, maps, loss = measure(x)
-            if float(loss) != 0:
+            if _value(loss) != 0:
                 x = descend(x, loss)
             if iteration >= settings.max_refinement_steps:
                 break
         x, maps, loss = measure(x)
-    if step < settings.max_iter_to_alter and float(loss) != 0:
+    if step < settings.max_iter_to_alter and _value(loss) != 0:
         x = descend(x, loss)
-    return x.detach(), maps.detach(), float(loss)
+    return x.detach(), maps.detach(), _value(loss)

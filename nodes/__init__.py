@@ -1,8 +1,9 @@
+from .attend_excite import AttendAndExcite, AttendAndExciteMaps
 from .comfy_api_compat import ComfyExtension, io
 from .pag import PerturbedAttentionGuidance
 from .sag import SelfAttentionGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, AttendAndExcite, AttendAndExciteMaps]
 
 
 class AttnGuideExtension(ComfyExtension):
