@@ -96,10 +96,16 @@ def test_batch2_nonsquare_equals_diffusers(pair, schedule):
 
 
 def _to_inference_tensors(module):
-    """What loading a model onto the GPU inside a run does: its weights become inference tensors."""
+    """What loading a model inside a run does (ComfyUI's set_attr_param under inference mode):
+    every parameter becomes a new nn.Parameter created as an inference tensor."""
     with torch.inference_mode():
-        for t in list(module.parameters()) + list(module.buffers()):
-            t.data = t.data.clone()
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None:
+                    m._parameters[name] = torch.nn.Parameter(p.data.clone(), requires_grad=True)
+            for name, b in list(m._buffers.items()):
+                if b is not None:
+                    m._buffers[name] = b.clone()
 
 
 def test_model_loaded_in_an_earlier_run_and_left_unchanged(dif, schedule):

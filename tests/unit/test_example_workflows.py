@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json"}
+EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json", "attend_excite.json"}
 
 # Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
 WIDGETS = {
@@ -30,8 +30,29 @@ WIDGETS = {
         ("start_percent", "FLOAT", 0.0, 0.0, 1.0),
         ("end_percent", "FLOAT", 1.0, 0.0, 1.0),
     ],
+    "AttnGuideAttendAndExcite": [
+        ("prompt", "STRING", "", None, None),
+        ("words", "STRING", "", None, None),
+        ("max_excite_steps", "STRING", "25", None, None),
+        ("thresholds", "STRING", "0: 0.05, 10: 0.5, 20: 0.8", None, None),
+        ("scale_factor", "FLOAT", 20.0, 0.0, 1000.0),
+        ("scale_range_start", "FLOAT", 1.0, 0.0, 10.0),
+        ("scale_range_end", "FLOAT", 0.5, 0.0, 10.0),
+        ("max_refinement_iterations", "INT", 20, 1, 200),
+        ("smoothing_sigma", "FLOAT", 0.5, 0.05, 10.0),
+        ("attention_downscale", "INT", 4, 1, 64),
+        ("token_indices", "STRING", "", None, None),
+    ],
+    "AttnGuideAttendAndExciteMaps": [
+        ("scale", "INT", 8, 1, 64),
+    ],
 }
-PY_TYPES = {"FLOAT": (int, float), "STRING": (str,)}
+# Socket inputs and output types of our nodes (the rest take a MODEL and give one).
+SOCKETS = {
+    "AttnGuideAttendAndExcite": (["model", "clip"], ["MODEL"]),
+    "AttnGuideAttendAndExciteMaps": (["model", "samples"], ["IMAGE"]),
+}
+PY_TYPES = {"FLOAT": (int, float), "STRING": (str,), "INT": (int,)}
 
 
 def load(path):
@@ -83,8 +104,9 @@ def test_our_widgets_match_the_schema(path):
             assert isinstance(value, PY_TYPES[type_]) and not isinstance(value, bool), f"{name}={value!r}"
             if lo is not None:
                 assert lo <= value <= hi, f"{name}={value} outside [{lo}, {hi}]"
-        assert [i["name"] for i in node["inputs"]] == ["model"]
-        assert [o["type"] for o in node["outputs"]] == ["MODEL"]
+        sockets, outputs = SOCKETS.get(node["type"], (["model"], ["MODEL"]))
+        assert [i["name"] for i in node["inputs"]] == sockets
+        assert [o["type"] for o in node["outputs"]] == outputs
 
 
 def test_the_table_matches_the_real_schema():
