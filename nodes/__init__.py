@@ -1,9 +1,10 @@
 from .attend_excite import AttendAndExcite, AttendAndExciteMaps
 from .comfy_api_compat import ComfyExtension, io
+from .excite_sampler import AttendAndExciteSampler
 from .pag import PerturbedAttentionGuidance
 from .sag import SelfAttentionGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, AttendAndExcite, AttendAndExciteMaps]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, AttendAndExcite, AttendAndExciteMaps, AttendAndExciteSampler]
 
 
 class AttnGuideExtension(ComfyExtension):

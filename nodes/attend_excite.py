@@ -25,18 +25,53 @@ from .excite_inputs import parse_step, parse_thresholds, resolve
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
 
-RECORD_KEY = "attnguide_excite_maps"
+RECORD_KEY = "attnguide_excite"
+SAMPLER_OWNS_X = "attnguide_excite_sampler"
 NAME = "Attend-and-Excite (AttnGuide)"
 
 
-class ExciteRecord:
-    """The excited tokens' maps of the last step Attend-and-Excite ran, per image."""
+class Exciter:
+    """One node's Attend-and-Excite: moves a batch's latent before a step, and keeps the
+    excited tokens' maps of the last step it ran (per image) for the maps node.
 
-    def __init__(self, indices):
-        self.indices, self.step, self.maps = indices, None, {}
+    The PREDICT_NOISE wrapper moves x and hands the move to the sampler through the
+    denoised prediction; under the Attend-and-Excite sampler (nodes/excite_sampler.py),
+    which moves the sampler's x itself, it leaves the model call alone."""
+
+    def __init__(self, base, until, thresholds, layers, downscale):
+        self.base, self.until, self.thresholds = base, until, thresholds
+        self.layers, self.downscale = layers, downscale
+        self.step, self.maps = None, {}
 
     def __deepcopy__(self, memo):
         return self
+
+    def settings(self, steps):
+        return dataclasses.replace(self.base, max_iter_to_alter=resolve(self.until, steps),
+                                   thresholds=tuple((resolve(s, steps), t) for s, t in self.thresholds))
+
+    def runs_at(self, step, steps):
+        return self.settings(steps).runs_at(step)
+
+    def move(self, guider, x, timestep, model_options):
+        """x moved for the step at `timestep` (the sampler's full schedule is in model_options)."""
+        sigmas = model_options["transformer_options"]["sample_sigmas"]
+        step, steps = step_index(sigmas, timestep.flatten()[0])
+        return _excite(guider.inner_model, guider.conds["positive"], x, timestep, model_options, step, steps,
+                       self.settings(steps), self.layers, self.downscale, self)
+
+    def predict_noise(self, executor, x, timestep, model_options={}, seed=None):
+        to = model_options.get("transformer_options", {})
+        sigmas = to.get("sample_sigmas")
+        guider = executor.class_obj
+        if sigmas is None or to.get(SAMPLER_OWNS_X) or getattr(guider, "conds", {}).get("positive") is None:
+            return executor(x, timestep, model_options, seed)
+        step, steps = step_index(sigmas, timestep.flatten()[0])
+        if not self.runs_at(step, steps):
+            return executor(x, timestep, model_options, seed)
+        moved = self.move(guider, x, timestep, model_options)
+        denoised = executor(moved, timestep, model_options, seed)
+        return moved_latent_denoised(x, moved, denoised, float(timestep.flatten()[0]), float(sigmas[step + 1]))
 
 
 def _levels_text(levels):
@@ -114,37 +149,15 @@ class AttendAndExcite(io.ComfyNode):
         steps_thresholds = parse_thresholds(thresholds)
         base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
                               int(max_refinement_iterations), float(smoothing_sigma))
-        layers = levels[attention_downscale]
-        record = ExciteRecord(indices)
-
-        def settings_for(steps):
-            return dataclasses.replace(base, max_iter_to_alter=resolve(until, steps),
-                                       thresholds=tuple((resolve(s, steps), t) for s, t in steps_thresholds))
-
-        def predict_noise(executor, x, timestep, model_options={}, seed=None):
-            to = model_options.get("transformer_options", {})
-            sigmas = to.get("sample_sigmas")
-            guider = executor.class_obj
-            positive = getattr(guider, "conds", {}).get("positive")
-            if sigmas is None or positive is None:
-                return executor(x, timestep, model_options, seed)
-            step, steps = step_index(sigmas, timestep.flatten()[0])
-            settings = settings_for(steps)
-            if not settings.runs_at(step):
-                return executor(x, timestep, model_options, seed)
-            moved = _excite(guider.inner_model, positive, x, timestep, model_options, step, steps, settings,
-                            layers, attention_downscale, record)
-            denoised = executor(moved, timestep, model_options, seed)
-            return moved_latent_denoised(x, moved, denoised, float(timestep.flatten()[0]), float(sigmas[step + 1]))
-
+        exciter = Exciter(base, until, steps_thresholds, levels[attention_downscale], attention_downscale)
         m = model.clone()
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, common.method_key(m, "excite"),
-                               predict_noise)
-        m.model_options.setdefault("transformer_options", {})[RECORD_KEY] = record
+                               exciter.predict_noise)
+        m.model_options.setdefault("transformer_options", {})[RECORD_KEY] = exciter
         return io.NodeOutput(m)
 
 
-def _excite(model, positive, x, timestep, model_options, step, steps, settings, layers, downscale, record):
+def _excite(model, positive, x, timestep, model_options, step, steps, settings, layers, downscale, exciter):
     """x moved by Attend-and-Excite, every image on its own (batch-1 conditional forwards)."""
     h, w = grid(x.shape[-2], x.shape[-1], downscale)
     to = model_options.get("transformer_options", {})
@@ -175,9 +188,9 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
             xi = x[item:item + 1].detach().clone()
             xi, maps, _ = excite_latent(xi, step, steps, c_in, settings, lambda xi: evaluate(xi, item))
             if maps is not None:
-                record.maps[item] = maps.float().cpu()
+                exciter.maps[item] = maps.float().cpu()
             out.append(xi)
-        record.step = step
+        exciter.step = step
         moved = torch.cat(out)
     return moved.to(x.dtype)
 

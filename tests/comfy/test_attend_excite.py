@@ -270,3 +270,48 @@ def test_index_past_the_prompt_is_a_clear_error(sd1):
     pos, neg = H.conds(sd1)
     with torch.inference_mode(), pytest.raises(ValueError, match="past the prompt's last position"):
         H.sample(excite_node(sd1, token_indices="2, 76"), pos, neg, torch.zeros(1, 4, 16, 16))
+
+
+# ---------------------------------------------------------------- the SAMPLER wrapper
+
+def _custom(model, sampler, batch=1, steps=4, wrap=True):
+    import comfy.sample
+    import comfy.samplers
+    from attnguide.nodes.excite_sampler import AttendAndExciteSampler
+    pos, neg = H.conds(model, batch)
+    latent = torch.zeros(batch, 4, 16, 16)
+    s = comfy.samplers.sampler_object(sampler)
+    if wrap:
+        s = AttendAndExciteSampler.execute(s).args[0]
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", steps)
+    with torch.inference_mode():
+        return comfy.sample.sample_custom(model, comfy.sample.prepare_noise(latent, 0), 5.0, s, sigmas, pos, neg, latent,
+                                          disable_pbar=True, seed=0)
+
+
+def test_sampler_wrapper_with_euler_equals_the_model_correction(sd1):
+    m = excite_node(sd1, thresholds="0: 0.05, 1: 0.5", max_excite_steps="3")
+    wrapped = _custom(m, "euler", batch=2)
+    corrected = _custom(m, "euler", batch=2, wrap=False)
+    plain = _custom(sd1, "euler", batch=2, wrap=False)
+    assert rel(wrapped, corrected) <= 1e-5 and rel(wrapped, plain) > 1e-3
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_sde", "heun"])
+def test_sampler_wrapper_keeps_the_base_samplers_noise_and_steps(sd1, sampler):
+    """With a zero step size the latent does not move: the step-by-step run must equal the
+    base sampler's own run, noise sequence included."""
+    still = excite_node(sd1, scale_factor=0.0, thresholds="")
+    assert rel(_custom(still, sampler), _custom(sd1, sampler, wrap=False)) <= 1e-6
+    moved = _custom(excite_node(sd1, thresholds="0: 0.05"), sampler)
+    assert torch.isfinite(moved).all() and rel(moved, _custom(sd1, sampler, wrap=False)) > 1e-3
+
+
+def test_sampler_wrapper_without_attend_and_excite_is_the_base_sampler(sd1):
+    assert torch.equal(_custom(sd1, "euler_ancestral"), _custom(sd1, "euler_ancestral", wrap=False))
+
+
+def test_sampler_wrapper_needs_a_k_diffusion_sampler(comfy):
+    from attnguide.nodes.excite_sampler import AttendAndExciteSampler
+    with pytest.raises(ValueError, match="cannot be run step by step"):
+        AttendAndExciteSampler.execute(object())

@@ -46,11 +46,13 @@ WIDGETS = {
     "AttnGuideAttendAndExciteMaps": [
         ("scale", "INT", 8, 1, 64),
     ],
+    "AttnGuideAttendAndExciteSampler": [],
 }
 # Socket inputs and output types of our nodes (the rest take a MODEL and give one).
 SOCKETS = {
     "AttnGuideAttendAndExcite": (["model", "clip"], ["MODEL"]),
     "AttnGuideAttendAndExciteMaps": (["model", "samples"], ["IMAGE"]),
+    "AttnGuideAttendAndExciteSampler": (["sampler"], ["SAMPLER"]),
 }
 PY_TYPES = {"FLOAT": (int, float), "STRING": (str,), "INT": (int,)}
 
