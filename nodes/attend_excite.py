@@ -3,9 +3,10 @@
 A PREDICT_NOISE wrapper moves the latent before each model call of the refinement
 window: per image, grad-enabled conditional forwards with the cross-attention of one
 resolution captured (attn2 replace patches that exist only in that forward), then the
-normal CFG call at the moved latent. The sampler keeps its own x, so the wrapper returns
-the denoised prediction that carries the move to the sampler's next state
-(guidance.latent_update.moved_latent_denoised): exact for Euler and DDIM.
+normal CFG call at the moved latent. A measuring forward stops at its last captured
+layer. The sampler keeps its own x, so the wrapper returns the denoised prediction that
+carries the move to the sampler's next state (guidance.latent_update.moved_latent_denoised):
+exact for Euler and DDIM. For other samplers nodes/excite_sampler.py moves the sampler's x.
 """
 import dataclasses
 
@@ -167,12 +168,21 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
 
     def evaluate(xi, item):
         store = MapStore(h * w)
-        capture = lambda q, k, v, extra_options: store.attend(q, k, v, extra_options["n_heads"])
+
+        def capture(q, k, v, extra_options):
+            out = store.attend(q, k, v, extra_options["n_heads"])
+            if len(store.maps) == len(layers):
+                raise _Measured  # the rest of the UNet cannot change the maps: skip it
+            return out
+
         attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): capture for l in layers}}
         # roles None: the router's hooks (SAG, PAG) and its batch extension leave this call alone
         options = {**model_options, "transformer_options": {**to, ROLES_KEY: [None],
                                                             "patches_replace": {**replaces, "attn2": attn2}}}
-        comfy.samplers.calc_cond_batch(model, [_item_conds(positive, item)], xi, sigma.clone(), options)
+        try:
+            comfy.samplers.calc_cond_batch(model, [_item_conds(positive, item)], xi, sigma.clone(), options)
+        except _Measured:
+            pass
         attention = store.mean()
         if attention is None:
             raise RuntimeError(f"{NAME}: no cross-attention map of {h}x{w} was captured at the chosen "
@@ -193,6 +203,10 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
         exciter.step = step
         moved = torch.cat(out)
     return moved.to(x.dtype)
+
+
+class _Measured(Exception):
+    """Ends a measuring forward once the last map is captured."""
 
 
 def _item_conds(conds, item):

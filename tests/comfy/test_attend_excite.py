@@ -154,10 +154,16 @@ def _count_calls(monkeypatch):
 def test_cost_no_gradient_forward_after_the_window(pair, schedule, monkeypatch):
     unet, model = pair
     calls = _count_calls(monkeypatch)
-    comfy_in_executor(excite_node(model, max_excite_steps="2", thresholds=""), inputs(1, 32), 7.5, schedule)
+    finished = []
+    hook = model.model.diffusion_model.out.register_forward_hook(lambda *a: finished.append(1))
+    try:
+        comfy_in_executor(excite_node(model, max_excite_steps="2", thresholds=""), inputs(1, 32), 7.5, schedule)
+    finally:
+        hook.remove()
     grad = [c for c in calls if c[1]]
     assert len(grad) == 2 and all(n == 1 for n, _ in grad)       # cond rows only, steps 0 and 1
     assert len(calls) - len(grad) == STEPS                      # one CFG call per step
+    assert len(finished) == STEPS    # the measuring forwards stop at their last captured layer
 
 
 def test_stacks_with_pag(pair, schedule):
