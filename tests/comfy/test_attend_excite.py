@@ -11,7 +11,7 @@ import torch
 import comfy_host as H
 import diffusers_in_comfy as D
 from test_comfy_vs_diffusers import check, comfy_run, inputs, rel
-from test_nodes_equal_core import pag_node
+from test_nodes_equal_core import pag_node, sag_node
 
 STEPS = D.STEPS
 # refinement at steps 0 and 1, updates before steps 0-2 (4 steps in all)
@@ -187,6 +187,16 @@ def test_stacks_with_pag(pair, schedule):
     a = plain_first_step.model_options["transformer_options"][RECORD_KEY].maps[0]
     b = stacked_first_step.model_options["transformer_options"][RECORD_KEY].maps[0]
     assert torch.equal(a, b) and maps_alone
+
+
+def test_stacks_with_sag_in_either_order(sd1):
+    pos, neg = H.conds(sd1)
+    latent = torch.zeros(1, 4, 16, 16)
+    with torch.inference_mode():
+        a = H.sample(sag_node(excite_node(sd1, thresholds="0: 0.05")), pos, neg, latent)
+        b = H.sample(excite_node(sag_node(sd1), thresholds="0: 0.05"), pos, neg, latent)
+        alone = H.sample(excite_node(sd1, thresholds="0: 0.05"), pos, neg, latent)
+    assert rel(a, b) <= 1e-6 and rel(a, alone) > 1e-3
 
 
 def test_sdxl_runs_at_its_attention_level_and_moves_the_result(comfy):
