@@ -1,9 +1,12 @@
+from .attend_excite import AttendAndExcite, AttendAndExciteMaps
 from .comfy_api_compat import ComfyExtension, io
+from .excite_sampler import AttendAndExciteSampler
 from .pag import PerturbedAttentionGuidance
 from .sag import SelfAttentionGuidance
 from .sega import SEGAConcept, SEGAGuider, SemanticGuidance
 
-NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, SemanticGuidance, SEGAGuider]
+NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, SemanticGuidance, SEGAGuider,
+         AttendAndExcite, AttendAndExciteMaps, AttendAndExciteSampler]
 
 
 class AttnGuideExtension(ComfyExtension):
