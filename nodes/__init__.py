@@ -1,4 +1,6 @@
+from .attend_excite import AttendAndExcite, AttendAndExciteMaps
 from .comfy_api_compat import ComfyExtension, io
+from .excite_sampler import AttendAndExciteSampler
 from .pag import PerturbedAttentionGuidance
 from .panorama import Panorama
 from .panorama_region import PanoramaRegion
@@ -6,7 +8,7 @@ from .sag import SelfAttentionGuidance
 from .sega import SEGAConcept, SEGAGuider, SemanticGuidance
 
 NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, SemanticGuidance, SEGAGuider,
-         Panorama, PanoramaRegion]
+         AttendAndExcite, AttendAndExciteMaps, AttendAndExciteSampler, Panorama, PanoramaRegion]
 
 
 class AttnGuideExtension(ComfyExtension):

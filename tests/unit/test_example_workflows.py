@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
-EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json", "sega.json",
+EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json", "sega.json", "attend_excite.json",
             "panorama_512x2048.json", "panorama_360.json", "panorama_two_regions.json"}
 
 # Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
@@ -50,6 +50,23 @@ WIDGETS = {
         ("momentum_scale", "FLOAT", 0.1, 0.0, 10.0),
         ("momentum_beta", "FLOAT", 0.4, 0.0, 0.999),
     ],
+    "AttnGuideAttendAndExcite": [
+        ("prompt", "STRING", "", None, None),
+        ("words", "STRING", "", None, None),
+        ("max_excite_steps", "STRING", "25", None, None),
+        ("thresholds", "STRING", "0: 0.05, 10: 0.5, 20: 0.8", None, None),
+        ("scale_factor", "FLOAT", 20.0, 0.0, 1000.0),
+        ("scale_range_start", "FLOAT", 1.0, 0.0, 10.0),
+        ("scale_range_end", "FLOAT", 0.5, 0.0, 10.0),
+        ("max_refinement_iterations", "INT", 20, 1, 200),
+        ("smoothing_sigma", "FLOAT", 0.5, 0.05, 10.0),
+        ("attention_downscale", "INT", 4, 1, 64),
+        ("token_indices", "STRING", "", None, None),
+    ],
+    "AttnGuideAttendAndExciteMaps": [
+        ("scale", "INT", 8, 1, 64),
+    ],
+    "AttnGuideAttendAndExciteSampler": [],
     "AttnGuidePanorama": [
         ("window_width", "INT", 0, 0, 16384),
         ("window_height", "INT", 0, 0, 16384),
@@ -74,6 +91,9 @@ SOCKETS = {
     "AttnGuideSEGA": ([("model", "MODEL", False), ("concepts", _CONCEPTS, False)], ["MODEL"]),
     "AttnGuideSEGAGuider": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
                              ("negative", "CONDITIONING", False), ("concepts", _CONCEPTS, False)], ["GUIDER"]),
+    "AttnGuideAttendAndExcite": ([("model", "MODEL", False), ("clip", "CLIP", True)], ["MODEL"]),
+    "AttnGuideAttendAndExciteMaps": ([("model", "MODEL", False), ("samples", "LATENT", False)], ["IMAGE"]),
+    "AttnGuideAttendAndExciteSampler": ([("sampler", "SAMPLER", False)], ["SAMPLER"]),
     "AttnGuidePanorama": _MODEL_IN_OUT,
     "AttnGuidePanoramaRegion": ([("conditioning", "CONDITIONING", False), ("region", "CONDITIONING", False),
                                  ("mask", "MASK", False)], ["CONDITIONING"]),
