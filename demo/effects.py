@@ -1,0 +1,127 @@
+"""Each landed method's claim from its paper, measured on the demo model.
+
+An experiment samples the same prompts from the same noise without and with one method and
+scores every pair of images with a judge (judge.py). The effect is the mean paired
+difference guided - baseline with a 95% interval (Student t over the n pairs); a method
+"shows its effect" when that interval lies entirely on the better side of 0.
+
+Experiments are registered in EXPERIMENTS (name -> function(model, judge, n, steps, seed));
+a method that lands adds its own function here.
+"""
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from . import methods, scenes
+from .host import Host
+from .judge import colour_fraction
+
+# two-sided 95% Student t critical values by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+        29: 2.045, 30: 2.042}
+
+
+def t95(df):
+    return _T95[df] if df in _T95 else 1.960 + 2.4 / df
+
+
+@dataclass
+class Effect:
+    method: str
+    metric: str
+    better: str              # "higher" or "lower"
+    settings: dict
+    baseline_values: list = field(repr=False)
+    guided_values: list = field(repr=False)
+
+    @property
+    def n(self):
+        return len(self.baseline_values)
+
+    def summary(self):
+        b, g = torch.tensor(self.baseline_values), torch.tensor(self.guided_values)
+        d = g - b
+        half = t95(self.n - 1) * d.std().item() / math.sqrt(self.n) if self.n > 1 else math.inf
+        lo, hi = d.mean().item() - half, d.mean().item() + half
+        shown = lo > 0 if self.better == "higher" else hi < 0
+        return {"metric": self.metric, "better": self.better, "baseline": round(b.mean().item(), 4),
+                "guided": round(g.mean().item(), 4), "n": self.n, "difference": round(d.mean().item(), 4),
+                "difference_95ci": [round(lo, 4), round(hi, 4)], "effect_shown": shown, "settings": self.settings}
+
+
+@dataclass
+class Result:
+    effect: Effect
+    baseline: torch.Tensor   # images in [-1, 1]
+    guided: torch.Tensor
+    prompts: list
+
+
+def prompts(seed, n, objects=(2, 3), exclude=None, include=None):
+    """n scene descriptions ({colour: shape}) drawn from `seed`, with 2-3 objects by default."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        s = scenes.random_scene(g)
+        c = s.content
+        if len(c) in objects and (exclude is None or exclude not in c) and (include is None or include in c):
+            out.append(c)
+    return out
+
+
+def noise(seed, n):
+    return torch.randn((n, 3, scenes.SIZE, scenes.SIZE), generator=torch.Generator().manual_seed(seed))
+
+
+def sample(model, contents, seed, cfg, steps, guidances=()):
+    text = [scenes.caption(c) for c in contents]
+    with torch.no_grad():
+        cond, uncond = model.text.encode(text), model.text.encode([""] * len(text))
+    return Host(model, guidances).sample(noise(seed, len(text)), cond, uncond, cfg, steps).clamp(-1, 1)
+
+
+def _quality_experiment(name, make, settings, cfg):
+    def run(model, judge, n, steps, seed):
+        contents = prompts(seed, n)
+        base = sample(model, contents, seed + 1, cfg, steps)
+        guided = sample(model, contents, seed + 1, cfg, steps, (make(model),))
+        effect = Effect(name, "shape judge quality (mean p of each captioned shape)", "higher",
+                        {"cfg": cfg, "steps": steps, **settings},
+                        judge.quality(base, contents).tolist(), judge.quality(guided, contents).tolist())
+        return Result(effect, base, guided, [scenes.caption(c) for c in contents])
+    return run
+
+
+SAG = dict(scale=0.75, blur_sigma=1.0)
+PAG = dict(scale=3.0, layers="m0")
+QUALITY_CFG = 3.0
+SEGA = dict(scale=5.0, warmup=2, threshold=0.9)
+SEGA_CFG = 5.0
+
+
+def _sega_experiment(name, colour, reverse):
+    def run(model, judge, n, steps, seed):
+        contents = prompts(seed, n, objects=(1, 2), exclude=None if reverse else colour,
+                           include=colour if reverse else None)
+        with torch.no_grad():
+            concept = model.text.encode([colour] * n)
+        base = sample(model, contents, seed + 1, SEGA_CFG, steps)
+        g = methods.sega([concept], [methods.Concept(reverse=reverse, **SEGA)])
+        guided = sample(model, contents, seed + 1, SEGA_CFG, steps, (g,))
+        effect = Effect(name, f"fraction of {colour} pixels", "lower" if reverse else "higher",
+                        {"cfg": SEGA_CFG, "steps": steps, "concept": colour,
+                         "direction": "remove" if reverse else "add", **SEGA},
+                        colour_fraction(base, colour).tolist(), colour_fraction(guided, colour).tolist())
+        return Result(effect, base, guided, [scenes.caption(c) for c in contents])
+    return run
+
+
+EXPERIMENTS = {
+    "SAG": _quality_experiment("SAG", lambda m: methods.sag(m, **SAG), SAG, QUALITY_CFG),
+    "PAG": _quality_experiment("PAG", lambda m: methods.pag(m, **PAG), PAG, QUALITY_CFG),
+    "SEGA add": _sega_experiment("SEGA add", "red", reverse=False),
+    "SEGA remove": _sega_experiment("SEGA remove", "red", reverse=True),
+}

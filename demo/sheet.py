@@ -1,0 +1,33 @@
+"""The contact sheet: per experiment a row of baseline samples over a row of guided ones, labelled."""
+from PIL import Image, ImageDraw
+
+TILE = 96      # pixels per 32x32 sample (3x, nearest)
+LABEL = 150    # width of the label column
+TITLE = 22
+
+
+def _tile(image):
+    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array).resize((TILE, TILE), Image.NEAREST)
+
+
+def contact_sheet(results, columns=8):
+    rows = len(results)
+    width = LABEL + columns * TILE
+    height = rows * (TITLE + 2 * TILE + 8)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 0
+    for r in results:
+        s = r.effect.summary()
+        draw.text((4, y + 4), f"{r.effect.method}: {s['metric']}  {s['baseline']:.3f} -> {s['guided']:.3f} "
+                              f"(diff 95% CI {s['difference_95ci'][0]:+.3f}..{s['difference_95ci'][1]:+.3f}, "
+                              f"n={s['n']})", fill="black")
+        y += TITLE
+        for label, images in (("baseline", r.baseline), (r.effect.method, r.guided)):
+            draw.text((4, y + TILE // 2 - 6), label, fill="black")
+            for i, image in enumerate(images[:columns]):
+                sheet.paste(_tile(image), (LABEL + i * TILE, y))
+            y += TILE
+        y += 8
+    return sheet

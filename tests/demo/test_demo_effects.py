@@ -1,0 +1,85 @@
+"""Each landed method still shows its paper's effect on the shipped demo model (fixed seeds).
+
+The same experiments as `python -m demo` (demo/effects.py), on fewer prompts: the test
+fails when the 95% interval of the paired difference (guided - baseline) is no longer
+entirely on the better side of 0, i.e. when a change to the method's core, the attention
+code or the router makes the effect disappear.
+"""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from attnguide.demo import judge as judges
+from attnguide.demo import model as models
+from attnguide.demo.effects import EXPERIMENTS
+from attnguide.demo.host import Host
+from attnguide.demo import methods
+
+N, STEPS, SEED = 16, 12, 0
+
+# Effects the shipped weights (step 3481) do not show yet: see README, "Demo model", effects as measured.
+# strict: once retrained weights show the effect, this test fails until the entry is removed.
+NOT_SHOWN_YET = {
+    "SAG": "SAG: quality difference +0.011, 95% interval [-0.067, +0.088] at n=16 on step 3481",
+    "PAG": "PAG: quality difference +0.065, 95% interval [-0.033, +0.162] at n=16 on step 3481",
+}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, meta = models.load()
+    return model, judges.load()
+
+
+def test_shipped_judge_reads_clean_scenes():
+    assert judges.accuracy(judges.load(), n=256) >= 0.95
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=NOT_SHOWN_YET[n], strict=True))
+                                  if n in NOT_SHOWN_YET else n for n in EXPERIMENTS])
+def test_effect_is_shown(shipped, name):
+    model, judge = shipped
+    summary = EXPERIMENTS[name](model, judge, N, STEPS, SEED).effect.summary()
+    print(name, summary)
+    assert summary["effect_shown"], f"{name}: {summary}"
+
+
+@pytest.mark.parametrize("name", ["SAG", "PAG"])
+def test_quality_methods_act_on_the_samples(shipped, name):
+    """Until their quality effect shows: the method reaches the model and moves every sample."""
+    model, judge = shipped
+    r = EXPERIMENTS[name](model, judge, 4, 6, SEED)
+    moved = (r.guided - r.baseline).abs().flatten(1).mean(1)
+    assert moved.min() > 5e-3, moved
+
+
+def test_methods_use_the_main_call_as_the_host_adapters_do(shipped):
+    """PAG's perturbed rows join the main call; SAG adds one degraded call; SEGA's concept rows join."""
+    model, _ = shipped
+    b = 2
+    cond, uncond = model.text.encode(["a red circle"] * b), model.text.encode([""] * b)
+    noise = torch.randn(b, 3, 32, 32)
+    cases = {"pag": (methods.pag(model), [3 * b] * 3),
+             "sag": (methods.sag(model), [2 * b, b] * 3),
+             "sega": (methods.sega([model.text.encode(["red"] * b)], [methods.Concept(warmup=0)]), [3 * b] * 3)}
+    for name, (guidance, calls) in cases.items():
+        host = Host(model, (guidance,))
+        out = host.sample(noise, cond, uncond, 3.0, steps=3)
+        assert host.model_calls == calls, name
+        assert torch.isfinite(out).all()
+
+
+def test_demo_command_writes_sheet_and_effects(tmp_path):
+    root = models.WEIGHTS.parents[1]
+    proc = subprocess.run([sys.executable, "-m", "demo", "--out", str(tmp_path), "--n", "2", "--steps", "2",
+                           "--methods", "PAG,SEGA add", "--threads", "1"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    report = json.loads((tmp_path / "effects.json").read_text())
+    assert set(report["effects"]) == {"PAG", "SEGA add"}
+    for s in report["effects"].values():
+        assert s["n"] == 2 and {"metric", "baseline", "guided", "difference_95ci"} <= set(s)
+    from PIL import Image
+    assert Image.open(tmp_path / "sheet.png").size[0] > 400
