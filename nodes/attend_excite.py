@@ -126,15 +126,20 @@ class AttendAndExcite(io.ComfyNode):
                                 tooltip="Advanced: token positions to excite instead of words, e.g. '2, 5' "
                                         "(<|startoftext|> is 0). Overrides words when set."),
             ],
-            outputs=[io.Model.Output()],
+            outputs=[io.Model.Output(),
+                     io.Conditioning.Output(display_name="positive",
+                                            tooltip="The prompt encoded with the CLIP input: connect it to the "
+                                                    "sampler's positive, so the words are found in exactly the text "
+                                                    "it encodes. Needs the CLIP input.")],
         )
 
     @classmethod
     def execute(cls, model, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
                 scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale,
                 clip=None, token_indices="") -> io.NodeOutput:
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt)) if clip is not None else None
         if common.unet_layers_or_warn(model, NAME) is None:
-            return io.NodeOutput(model)
+            return io.NodeOutput(model, positive)
         levels = cross_attention_levels(model.model.diffusion_model)
         if attention_downscale not in levels:
             raise ValueError(f"attention_downscale {attention_downscale}: this model has no cross-attention there. "
@@ -155,7 +160,7 @@ class AttendAndExcite(io.ComfyNode):
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, common.method_key(m, "excite"),
                                exciter.predict_noise)
         m.model_options.setdefault("transformer_options", {})[RECORD_KEY] = exciter
-        return io.NodeOutput(m)
+        return io.NodeOutput(m, positive)
 
 
 def _excite(model, positive, x, timestep, model_options, step, steps, settings, layers, downscale, exciter):

@@ -19,13 +19,17 @@ REF = dict(thresholds={0: 0.05, 1: 0.5}, max_iter_to_alter=3, scale_factor=20)
 NODE = dict(max_excite_steps="3", thresholds="0: 0.05, 1: 0.5", scale_factor=20.0)
 
 
-def excite_node(m, **kw):
+def excite_node_output(m, **kw):
     from attnguide.nodes.attend_excite import AttendAndExcite
     args = dict(prompt="", words="", max_excite_steps="25", thresholds="0: 0.05, 10: 0.5, 20: 0.8", scale_factor=20.0,
                 scale_range_start=1.0, scale_range_end=0.5, max_refinement_iterations=20, smoothing_sigma=0.5,
                 attention_downscale=1, token_indices="2, 5")
     args.update(kw)
-    return AttendAndExcite.execute(m, **args).args[0]
+    return AttendAndExcite.execute(m, **args)
+
+
+def excite_node(m, **kw):
+    return excite_node_output(m, **kw).args[0]
 
 
 @pytest.fixture(scope="module")
@@ -236,9 +240,18 @@ def test_maps_node(sd1):
 # ---------------------------------------------------------------- words and bad input
 
 def _clip(comfy):
+    """The real SD1 tokenizer; 'encoding' returns the tokens it was given, to check what was encoded."""
     import comfy.sd1_clip
     tokenizer = comfy.sd1_clip.SD1Tokenizer()
-    return types.SimpleNamespace(tokenizer=tokenizer, tokenize=lambda text: tokenizer.tokenize_with_weights(text))
+    return types.SimpleNamespace(tokenizer=tokenizer, tokenize=lambda text: tokenizer.tokenize_with_weights(text),
+                                 encode_from_tokens_scheduled=lambda tokens: [["encoded", {"tokens": tokens}]])
+
+
+def test_positive_output_is_the_prompt_encoded_with_the_clip(sd1):
+    clip = _clip(None)
+    out = excite_node_output(sd1, prompt="a cat and a frog", words="cat, frog", clip=clip, token_indices="")
+    assert out.args[1] == [["encoded", {"tokens": clip.tokenize("a cat and a frog")}]]
+    assert excite_node_output(sd1).args[1] is None  # no CLIP: nothing to encode with
 
 
 def test_words_become_token_indices(comfy):

@@ -91,7 +91,7 @@ SOCKETS = {
     "AttnGuideSEGA": ([("model", "MODEL", False), ("concepts", _CONCEPTS, False)], ["MODEL"]),
     "AttnGuideSEGAGuider": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
                              ("negative", "CONDITIONING", False), ("concepts", _CONCEPTS, False)], ["GUIDER"]),
-    "AttnGuideAttendAndExcite": ([("model", "MODEL", False), ("clip", "CLIP", True)], ["MODEL"]),
+    "AttnGuideAttendAndExcite": ([("model", "MODEL", False), ("clip", "CLIP", True)], ["MODEL", "CONDITIONING"]),
     "AttnGuideAttendAndExciteMaps": ([("model", "MODEL", False), ("samples", "LATENT", False)], ["IMAGE"]),
     "AttnGuideAttendAndExciteSampler": ([("sampler", "SAMPLER", False)], ["SAMPLER"]),
     "AttnGuidePanorama": _MODEL_IN_OUT,
