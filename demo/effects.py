@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import methods, scenes
+from . import methods, panorama, scenes
 from .host import Host
 from .judge import colour_fraction
 
@@ -72,15 +72,16 @@ def prompts(seed, n, objects=(2, 3), exclude=None, include=None):
     return out
 
 
-def noise(seed, n):
-    return torch.randn((n, 3, scenes.SIZE, scenes.SIZE), generator=torch.Generator().manual_seed(seed))
+def noise(seed, n, width=scenes.SIZE):
+    return torch.randn((n, 3, scenes.SIZE, width), generator=torch.Generator().manual_seed(seed))
 
 
-def sample(model, contents, seed, cfg, steps, guidances=()):
+def sample(model, contents, seed, cfg, steps, guidances=(), host=None, width=scenes.SIZE):
     text = [scenes.caption(c) for c in contents]
     with torch.no_grad():
         cond, uncond = model.text.encode(text), model.text.encode([""] * len(text))
-    return Host(model, guidances).sample(noise(seed, len(text)), cond, uncond, cfg, steps).clamp(-1, 1)
+    host = host or Host(model, guidances)
+    return host.sample(noise(seed, len(text), width), cond, uncond, cfg, steps).clamp(-1, 1)
 
 
 def _quality_experiment(name, make, settings, cfg):
@@ -119,9 +120,41 @@ def _sega_experiment(name, colour, reverse):
     return run
 
 
+PANORAMA = dict(width=3 * scenes.SIZE, window=scenes.SIZE, stride=8)
+PANORAMA_CFG = 5.0
+
+
+def _panorama_experiment(name, metric, score, baseline_host, guided_host, settings):
+    def run(model, judge, n, steps, seed):
+        contents = prompts(seed, n, objects=(1, 2, 3))
+        width = PANORAMA["width"]
+        base = sample(model, contents, seed + 1, PANORAMA_CFG, steps, host=baseline_host(model), width=width)
+        guided = sample(model, contents, seed + 1, PANORAMA_CFG, steps, host=guided_host(model), width=width)
+        effect = Effect(name, metric, "lower", {"cfg": PANORAMA_CFG, "steps": steps, **PANORAMA, **settings},
+                        score(base).tolist(), score(guided).tolist())
+        return Result(effect, base, guided, [scenes.caption(c) for c in contents])
+    return run
+
+
+_TILE_BORDERS = list(range(scenes.SIZE, PANORAMA["width"], scenes.SIZE))
+
+
 EXPERIMENTS = {
     "SAG": _quality_experiment("SAG", lambda m: methods.sag(m, **SAG), SAG, QUALITY_CFG),
     "PAG": _quality_experiment("PAG", lambda m: methods.pag(m, **PAG), PAG, QUALITY_CFG),
     "SEGA add": _sega_experiment("SEGA add", "red", reverse=False),
     "SEGA remove": _sega_experiment("SEGA remove", "red", reverse=True),
+    # MultiDiffusion's claim: overlapping windows averaged every step join seamlessly where
+    # separately generated tiles (the baseline: windows that do not overlap) show seams.
+    "Panorama seams": _panorama_experiment(
+        "Panorama seams", "column step at tile borders / elsewhere", lambda im: panorama.seam_ratio(im, _TILE_BORDERS),
+        lambda m: panorama.PanoramaHost(m, PANORAMA["window"], PANORAMA["window"]),
+        lambda m: panorama.PanoramaHost(m, PANORAMA["window"], PANORAMA["stride"]),
+        {"baseline": "non-overlapping tiles (stride = window)"}),
+    # 360 degrees: with wrap-around the right edge continues into the left one.
+    "Panorama wrap": _panorama_experiment(
+        "Panorama wrap", "step from last to first column / mean column step", panorama.edge_ratio,
+        lambda m: panorama.PanoramaHost(m, PANORAMA["window"], PANORAMA["stride"]),
+        lambda m: panorama.PanoramaHost(m, PANORAMA["window"], PANORAMA["stride"], wrap=(False, True)),
+        {"baseline": "MultiDiffusion without wrap-around"}),
 }

@@ -7,8 +7,10 @@ TITLE = 22
 
 
 def _tile(image):
+    """3x nearest; a wide (panorama) sample keeps its aspect."""
     array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(array).resize((TILE, TILE), Image.NEAREST)
+    height, width = array.shape[:2]
+    return Image.fromarray(array).resize((TILE * width // height, TILE), Image.NEAREST)
 
 
 def contact_sheet(results, columns=8):
@@ -26,8 +28,13 @@ def contact_sheet(results, columns=8):
         y += TITLE
         for label, images in (("baseline", r.baseline), (r.effect.method, r.guided)):
             draw.text((4, y + TILE // 2 - 6), label, fill="black")
-            for i, image in enumerate(images[:columns]):
-                sheet.paste(_tile(image), (LABEL + i * TILE, y))
+            x = LABEL
+            for image in images:
+                tile = _tile(image)
+                if x + tile.width > width:
+                    break
+                sheet.paste(tile, (x, y))
+                x += tile.width
             y += TILE
         y += 8
     return sheet
