@@ -149,12 +149,8 @@ def main(argv=None):
         run(m, cfg, 1)
     names = [c[0] for c in configs]
     wall, cpu, mems = ({n: [] for n in names} for _ in range(3))
-    n = len(configs)
     for r in range(a.repeats):
-        order = [configs[(r // 2 + i) % n] for i in range(n)]
-        if r % 2:
-            order.reverse()
-        for name, m, cfg in order:
+        for name, m, cfg in bench_step.balanced_order(configs, r):
             dw, dc, peak = run(m, cfg, a.steps)
             wall[name].append(dw / a.steps)
             cpu[name].append(dc / a.steps)

@@ -76,12 +76,8 @@ def main(argv=None):
     wall = {name: [] for name, _, _ in configs}
     cpu = {name: [] for name, _, _ in configs}
     mems, calls = {}, {}
-    n = len(configs)
     for r in range(a.repeats):
-        order = [configs[(r // 2 + i) % n] for i in range(n)]
-        if r % 2:
-            order.reverse()
-        for name, m, _ in order:
+        for name, m, _ in B.balanced_order(configs, r):
             t, c, peak, batch = run(m)
             wall[name].append(t)
             cpu[name].append(c)

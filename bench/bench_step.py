@@ -293,6 +293,14 @@ def configurations(base):
     ]
 
 
+def balanced_order(configs, r):
+    """Round r's order: odd rounds run the previous round backwards, so a linear drift over two
+    rounds gives every configuration the same mean; the start rotates every two rounds."""
+    n = len(configs)
+    order = [configs[(r // 2 + i) % n] for i in range(n)]
+    return order[::-1] if r % 2 else order
+
+
 def fmt_bytes(n):
     if n is None:
         return "n/a"
@@ -351,14 +359,8 @@ def main(argv=None):
     cpu = {name: [] for name in names}
     mems = {name: [] for name in names}
     outs = {}
-    n = len(configs)
     for r in range(a.repeats):
-        # Balanced order: odd rounds run the previous round backwards, so a linear drift
-        # over two rounds gives every configuration the same mean; the start rotates.
-        order = [configs[(r // 2 + i) % n] for i in range(n)]
-        if r % 2:
-            order.reverse()
-        for name, m in order:
+        for name, m in balanced_order(configs, r):
             dw, dc, peak, out = run(m, a.steps)
             wall[name].append(dw / a.steps)
             cpu[name].append(dc / a.steps)
