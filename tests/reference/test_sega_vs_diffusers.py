@@ -1,9 +1,10 @@
 """attnguide's SEGA against diffusers' SemanticStableDiffusionPipeline on a tiny random model.
 
-Our side: the sigma-space host of sigma_host.py (Euler on the DDIM sigmas), the concept rows
-added to the main model call through the Router (Method.extra_rows), and
-guidance.sega.sega_denoised applied after CFG with the momentum carried across steps, the way
-nodes/sega.py does it. Equality to 1e-4 relative, and the edit must move the result.
+Our side: the sigma-space host of sigma_host.py (Euler on the DDIM sigmas) running the demo's
+host-free SEGA (demo.methods.sega: the concept rows added to the main model call through the
+Router's Method.extra_rows, guidance.sega.sega_denoised after CFG with the momentum carried
+across steps, as nodes/sega.py does it), so the demo's composition is the one proven here.
+Equality to 1e-4 relative, and the edit must move the result.
 """
 import pytest
 import torch
@@ -13,8 +14,9 @@ pytest.importorskip("transformers", reason="SEGA's reference tokenizes its promp
 
 from diffusers import SemanticStableDiffusionPipeline
 
-from attnguide.attention.router import Method, Router
-from attnguide.guidance.sega import Concept, sega_denoised
+from attnguide.attention.router import Router
+from attnguide.demo.methods import sega
+from attnguide.guidance.sega import Concept
 
 import tiny_clip
 import tiny_diffusers as td
@@ -39,23 +41,6 @@ def setup():
     return tok, encoder, unet, pipe
 
 
-def sega_method(concept_conds, concepts, momentum_scale, momentum_beta, key="sega.0"):
-    roles = [f"{key}.{i}" for i in range(len(concepts))]
-    run = {}
-
-    def extra_rows(ctx, conds):
-        return list(zip(roles, concept_conds))
-
-    def post_cfg(args):
-        ctx = args["ctx"]
-        out, run["momentum"] = sega_denoised(args["input"], args["sigma"], args["denoised"], args["uncond_denoised"],
-                                             [ctx.extra_outputs[r] for r in roles], concepts, ctx.step,
-                                             run.get("momentum"), momentum_scale, momentum_beta)
-        return out
-
-    return Method(key, extra_rows=extra_rows), post_cfg
-
-
 def reference(pipe, prompts, noise, cfg, edits=None, **kw):
     with torch.no_grad():
         return pipe(prompt=prompts, latents=noise, height=128, width=128, num_inference_steps=STEPS,
@@ -68,9 +53,9 @@ def ours(setup, prompts, noise, cfg, edits, concepts, momentum_scale, momentum_b
         cond = Cond(tiny_clip.encode(tok, encoder, prompts))
         uncond = Cond(tiny_clip.encode(tok, encoder, [""] * len(prompts)))
         concept_conds = [Cond(tiny_clip.encode(tok, encoder, [e] * len(prompts))) for e in edits]
-        method, post = sega_method(concept_conds, concepts, momentum_scale, momentum_beta)
-        host = SigmaHost(unet, Router().with_method(method))
-        out = host.sample(noise, ddim_schedule(td.ddim(), STEPS), cond, uncond, cfg, (post,))
+        guidance = sega(concept_conds, concepts, momentum_scale, momentum_beta)
+        host = SigmaHost(unet, Router().with_method(guidance.method))
+        out = host.sample(noise, ddim_schedule(td.ddim(), STEPS), cond, uncond, cfg, (guidance.post_cfg,))
     return out, host
 
 
