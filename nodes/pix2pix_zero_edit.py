@@ -222,10 +222,11 @@ class Pix2PixZeroEdit(io.ComfyNode):
                                tooltip="Cross-attention guidance: step size of the one gradient step per denoising "
                                        "step that pulls the edit's cross-attention maps towards the source's "
                                        "(reference 0.1). 0 = the direction alone."),
-                io.Boolean.Input("add_noise", default=False,
-                                 tooltip="Off for an inverted latent (it already is the noise). On: noise from "
-                                         "noise_seed is added, as KSampler does, to edit a generated image."),
-                io.Int.Input("noise_seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                io.Combo.Input("add_noise", options=["disable", "enable"], default="disable",
+                               tooltip="disable for an inverted latent (it already is the noise). enable: noise from "
+                                       "noise_seed is added, as KSampler does, to edit a generated image (give the "
+                                       "seed, sampler and sigmas that generated it, and its prompt as positive)."),
+                io.Int.Input("noise_seed", default=0, min=0, max=0xffffffffffffffff,
                              tooltip="Seed of the added noise (used with add_noise)."),
             ],
             outputs=[io.Latent.Output(display_name="edited"),
@@ -240,7 +241,7 @@ class Pix2PixZeroEdit(io.ComfyNode):
                 noise_seed) -> io.NodeOutput:
         samples = latent["samples"]
         check_latent(model, samples)
-        noise = comfy.sample.prepare_noise(samples, noise_seed) if add_noise else None
+        noise = comfy.sample.prepare_noise(samples, noise_seed) if add_noise == "enable" else None
         callback = latent_preview.prepare_callback(model, max(1, sigmas.shape[-1] - 1))
         edited, reference, editor = edit_latent(model, positive, negative, direction, samples, sampler, sigmas, cfg,
                                                 guidance_amount, noise, callback,

@@ -87,7 +87,7 @@ class Pix2PixZeroInvert(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The image to invert: VAE Encode of a photo, or a sampler's output."),
                 io.Sigmas.Input("sigmas", tooltip="The schedule the edit will use, e.g. BasicScheduler with scheduler "
                                                   "ddim_uniform and 50 steps (the reference's DDIM). Walked upwards."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff,
                              tooltip="Seed of the random shifts of the auto-correlation penalty (image i uses seed + i)."),
                 io.Float.Input("lambda_auto_corr", default=20.0, min=0.0, max=1000.0, step=0.5,
                                tooltip="Weight of the auto-correlation penalty that keeps the inverted noise "
