@@ -7,6 +7,7 @@ function that walks the sigmas upwards), so the host loads the model, prepares t
 conditioning, shows progress and previews, and can interrupt it.
 """
 import comfy.model_management
+import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
 import latent_preview
@@ -58,9 +59,18 @@ def inversion_function(settings, seed):
     return sample
 
 
+def check_sampling(model):
+    """The inversion steps x = x0 + sigma * eps: models that sample that way (eps and v prediction)."""
+    sampling = model.get_model_object("model_sampling")
+    if not isinstance(sampling, comfy.model_sampling.EPS) or isinstance(sampling, comfy.model_sampling.X0):
+        raise ValueError(f"model: Pix2Pix-Zero's DDIM inversion needs an eps- or v-prediction model (SD1.x, SD2.x, "
+                         f"SDXL); this one samples with {type(sampling).__name__}.")
+
+
 def invert_latent(model, positive, samples, sigmas, settings, seed, callback=None, disable_pbar=True):
     check_latent(model, samples)
     check_sigmas(sigmas)
+    check_sampling(model)
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, positive)
     guider.set_cfg(1.0)

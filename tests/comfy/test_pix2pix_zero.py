@@ -204,6 +204,11 @@ def test_sdxl_and_cfg_1_run_and_guidance_moves(comfy):
     from attnguide.guidance.pix2pix_zero import edit_direction
     dr = EditDirection(edit_direction(d.source, d.target), "test")
     sigmas = _sigmas(model, 3)
+    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.guidance.pix2pix_zero import InversionSettings
+    with torch.inference_mode():
+        noise = invert_latent(model, pos, latent, sigmas, InversionSettings(), 0)
+    assert noise.shape == latent.shape and torch.isfinite(noise).all() and not torch.equal(noise, latent)
     for cfg in (5.0, 1.0):
         with torch.inference_mode():
             runs = [edit_latent(model, pos, neg, dr, latent, comfy.samplers.sampler_object("euler"), sigmas, cfg, a)[0]
@@ -289,3 +294,11 @@ def test_edit_bad_input(sd1):
         invert_node(sd1, d.cond, torch.zeros(1, 16, 8, 8), sigmas)
     with pytest.raises(ValueError, match="descending schedule"):
         invert_node(sd1, d.cond, torch.zeros(1, 4, 8, 8), types.SimpleNamespace(sigmas=torch.tensor([1.0])))
+    flow = sd1.clone()
+    import comfy.model_sampling
+
+    class Flow(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+    flow.add_object_patch("model_sampling", Flow())
+    with pytest.raises(ValueError, match="eps- or v-prediction model"):
+        invert_node(flow, d.cond, torch.zeros(1, 4, 8, 8), sigmas)
