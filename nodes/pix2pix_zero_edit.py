@@ -41,26 +41,32 @@ NAME = "Pix2Pix-Zero Edit (AttnGuide)"
 
 class AttentionPreview:
     """Cross-attention of the conditional rows, averaged over heads, layers and steps, on
-    the latent grid: (batch, h, w, tokens) for the reference and the edit."""
+    the latent grid: (batch, h, w, tokens) for the reference and the edit. Sums stay at
+    each layer's own resolution on the model's device until mean() is asked."""
 
-    def __init__(self):
+    def __init__(self, height, width):
+        self.height, self.width = height, width
         self.sums, self.counts = {}, {}
 
-    def add(self, key, probs, height, width):
+    def add(self, key, probs):
         b, heads, queries, tokens = probs.shape
         scale = 1
-        while grid(height, width, scale)[0] * grid(height, width, scale)[1] > queries:
+        while grid(self.height, self.width, scale)[0] * grid(self.height, self.width, scale)[1] > queries:
             scale *= 2
-        h, w = grid(height, width, scale)
+        h, w = grid(self.height, self.width, scale)
         if h * w != queries:
             return
-        m = probs.detach().float().mean(1).reshape(b, h, w, tokens).permute(0, 3, 1, 2)
-        m = F.interpolate(m, size=(height, width), mode="nearest").permute(0, 2, 3, 1).cpu()
-        self.sums[key] = m if key not in self.sums else self.sums[key] + m
+        m = probs.detach().float().mean(1).reshape(b, h, w, tokens)
+        at = (key, h, w)
+        self.sums[at] = m if at not in self.sums else self.sums[at] + m
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def mean(self, key):
-        return None if key not in self.sums else self.sums[key] / self.counts[key]
+        parts = [F.interpolate(m.permute(0, 3, 1, 2), size=(self.height, self.width), mode="nearest")
+                 for (k, _, _), m in self.sums.items() if k == key]
+        if not parts:
+            return None
+        return (sum(parts) / self.counts[key]).permute(0, 2, 3, 1).cpu()
 
 
 class Editor:
@@ -68,7 +74,7 @@ class Editor:
 
     def __init__(self, amount, layers, map_dtype):
         self.amount, self.layers, self.map_dtype = amount, layers, map_dtype
-        self.preview = AttentionPreview()
+        self.preview = None
         self.held = 0   # most bytes of reference maps held at once
 
     def __deepcopy__(self, memo):
@@ -88,7 +94,8 @@ class Editor:
         to = model_options.get("transformer_options", {})
         model = guider.inner_model
         b = x.shape[0] // 2
-        height, width = x.shape[-2:]
+        if self.preview is None:
+            self.preview = AttentionPreview(*x.shape[-2:])
         sigmas = to.get("sample_sigmas")
         sigma = float(timestep.flatten()[0])
         step, _ = step_index(sigmas, sigma)
@@ -105,7 +112,7 @@ class Editor:
                 probs = cross_attention_probs(q, k, extra_options["n_heads"])
                 maps.record(key, probs)
                 if key == "cond":
-                    self.preview.add("reference", probs, height, width)
+                    self.preview.add("reference", probs)
                 self.held = max(self.held, maps.nbytes())
                 return attention_from_probs(probs, v, extra_options["n_heads"])
             return attend
@@ -147,7 +154,7 @@ class Editor:
 
         def preview(q, k, v, extra_options):
             probs = cross_attention_probs(q, k, extra_options["n_heads"])
-            self.preview.add("edit", probs, height, width)
+            self.preview.add("edit", probs)
             return attention_from_probs(probs, v, extra_options["n_heads"])
 
         d_c = comfy.samplers.calc_cond_batch(model, [edit], x_c, ts, self._options(model_options, 1, preview))[0]

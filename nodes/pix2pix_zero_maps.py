@@ -11,7 +11,7 @@ from .prompt_tokens import word_indices
 def map_images(preview, indices, scale):
     """(images * words, h * scale, 2 * w * scale, 3): reference left, edit right, each pair
     scaled by its common maximum so the two are comparable."""
-    reference, edit = preview.mean("reference"), preview.mean("edit")
+    reference, edit = (None, None) if preview is None else (preview.mean("reference"), preview.mean("edit"))
     if reference is None or edit is None:
         raise ValueError("maps: no cross-attention was recorded; run Pix2Pix-Zero Edit (AttnGuide) first.")
     if max(indices) >= reference.shape[-1]:
