@@ -302,3 +302,23 @@ def test_edit_bad_input(sd1):
     flow.add_object_patch("model_sampling", Flow())
     with pytest.raises(ValueError, match="eps- or v-prediction model"):
         invert_node(flow, d.cond, torch.zeros(1, 4, 8, 8), sigmas)
+
+
+def test_maps_node_finds_the_words_and_inversion_reports_progress(sd1):
+    from test_attend_excite import _clip
+    from attnguide.guidance.pix2pix_zero import InversionSettings
+    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.nodes.pix2pix_zero_maps import Pix2PixZeroMaps
+    pos, neg = H.conds(sd1)
+    d = types.SimpleNamespace(cond=pos[0][0], uncond=neg[0][0], source=torch.randn(2, 77, 32), target=torch.randn(2, 77, 32))
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    sigmas = _sigmas(sd1, 4)
+    _, _, editor = edit(sd1, d, latent, types.SimpleNamespace(sigmas=sigmas), 0.1)
+    images = Pix2PixZeroMaps.execute(editor.preview, _clip(None), "a cat and a frog", "cat, frog", 2).args[0]
+    assert images.shape == (2, 16, 32, 3)
+    with pytest.raises(ValueError, match="'dog' is not in the prompt"):
+        Pix2PixZeroMaps.execute(editor.preview, _clip(None), "a cat and a frog", "dog", 2)
+    seen = []
+    with torch.inference_mode():
+        invert_latent(sd1, pos, latent, sigmas, InversionSettings(), 0, callback=lambda i, x0, x, total: seen.append((i, total)))
+    assert seen == [(i, 4) for i in range(4)]
