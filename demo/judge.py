@@ -7,7 +7,8 @@ ShapeJudge: a small CNN trained on clean synthetic scenes (never on samples) tha
 every palette colour, which shape of that colour the image holds (none, circle, square,
 triangle). quality(images, contents) = per image, the mean probability it gives the
 caption's shape for each captioned colour: high for clean, correct shapes; low for blobs,
-smears and wrong shapes. Train it with `python -m demo.judge` (seconds to a minute); it is
+smears and wrong shapes. present(images, contents) = 1 where every captioned colour is read
+as its captioned shape (every named subject is there, as named). Train it with `python -m demo.judge` (seconds to a minute); it is
 shipped as demo/judge.safetensors.
 """
 import argparse
@@ -52,6 +53,13 @@ class ShapeJudge(nn.Module):
     def forward(self, images):
         """(b, colours, classes) logits."""
         return self.features(images).view(-1, len(COLOUR_NAMES), len(CLASSES))
+
+    def present(self, images, contents):
+        """(b,) 1 where every captioned colour is read as its captioned shape (all subjects present), else 0."""
+        with torch.no_grad():
+            read = self(images.float().clamp(-1, 1)).argmax(-1)
+        return torch.tensor([float(all(r[COLOUR_NAMES.index(c)] == CLASSES.index(s) for c, s in content.items()))
+                             for r, content in zip(read, contents)])
 
     def quality(self, images, contents):
         """(b,) mean probability of the captioned shape of each captioned colour."""
