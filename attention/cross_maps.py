@@ -37,3 +37,28 @@ class MapStore:
         if not self.maps:
             return None
         return torch.cat(self.maps, dim=1).mean(dim=1)
+
+
+class ReferenceMaps:
+    """One step's cross-attention probabilities of a reference forward, per row group
+    (e.g. "uncond", "cond") in forward order, read back in the same order by a later
+    forward of the same UNet (Pix2Pix-Zero). dtype: the precision they are held in."""
+
+    def __init__(self, dtype=torch.float32):
+        self.dtype = dtype
+        self.maps = {}
+        self._read = {}
+
+    def record(self, key, probs):
+        self.maps.setdefault(key, []).append(probs.detach().to(self.dtype))
+
+    def next(self, key):
+        i = self._read.get(key, 0)
+        if i >= len(self.maps.get(key, ())):
+            raise RuntimeError(f"the forward reads more cross-attention layers ({i + 1}) for {key!r} than the "
+                               f"reference forward recorded ({len(self.maps.get(key, ()))})")
+        self._read[key] = i + 1
+        return self.maps[key][i]
+
+    def nbytes(self):
+        return sum(m.numel() * m.element_size() for maps in self.maps.values() for m in maps)

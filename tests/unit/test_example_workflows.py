@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftes
 
 WORKFLOWS = sorted((ROOT / "example_workflows").glob("*.json"))
 EXPECTED = {"sag.json", "pag.json", "sag_pag_stacked.json", "sega.json", "attend_excite.json",
-            "panorama_512x2048.json", "panorama_360.json", "panorama_two_regions.json"}
+            "panorama_512x2048.json", "panorama_360.json", "panorama_two_regions.json", "pix2pix_zero.json"}
 
 # Widget inputs of our nodes in define_schema order: (name, io type, default, min, max).
 WIDGETS = {
@@ -79,9 +79,38 @@ WIDGETS = {
         ("strength", "FLOAT", 1.0, 0.0, 10.0),
         ("bootstrap", "FLOAT", 0.2, 0.0, 1.0),
     ],
+    "AttnGuidePix2PixZeroDirection": [
+        ("source", "STRING", "cat", None, None),
+        ("target", "STRING", "dog", None, None),
+    ],
+    "AttnGuidePix2PixZeroSaveDirection": [
+        ("filename", "STRING", "cat_to_dog", None, None),
+    ],
+    "AttnGuidePix2PixZeroLoadDirection": [
+        ("direction_file", "COMBO", None, None, None),
+    ],
+    "AttnGuidePix2PixZeroInvert": [
+        ("seed", "INT", 0, 0, 0xffffffffffffffff),
+        ("lambda_auto_corr", "FLOAT", 20.0, 0.0, 1000.0),
+        ("lambda_kl", "FLOAT", 20.0, 0.0, 1000.0),
+        ("regularization_steps", "INT", 5, 0, 100),
+        ("auto_corr_rolls", "INT", 5, 1, 100),
+    ],
+    "AttnGuidePix2PixZeroEdit": [
+        ("cfg", "FLOAT", 7.5, 0.0, 100.0),
+        ("guidance_amount", "FLOAT", 0.1, 0.0, 1000.0),
+        ("add_noise", "COMBO", "disable", None, None),
+        ("noise_seed", "INT", 0, 0, 0xffffffffffffffff),
+    ],
+    "AttnGuidePix2PixZeroMaps": [
+        ("prompt", "STRING", "", None, None),
+        ("word", "STRING", "", None, None),
+        ("scale", "INT", 8, 1, 64),
+    ],
 }
 _MODEL_IN_OUT = ([("model", "MODEL", False)], ["MODEL"])
 _CONCEPTS = "ATTNGUIDE_SEGA_CONCEPTS"
+_DIRECTION = "ATTNGUIDE_P2PZ_DIRECTION"
 # Socket inputs (name, type, optional) and output types of our nodes, in schema order.
 SOCKETS = {
     "AttnGuideSAG": _MODEL_IN_OUT,
@@ -97,6 +126,16 @@ SOCKETS = {
     "AttnGuidePanorama": _MODEL_IN_OUT,
     "AttnGuidePanoramaRegion": ([("conditioning", "CONDITIONING", False), ("region", "CONDITIONING", False),
                                  ("mask", "MASK", False)], ["CONDITIONING"]),
+    "AttnGuidePix2PixZeroDirection": ([("clip", "CLIP", False), ("target_clip", "CLIP", True)], [_DIRECTION]),
+    "AttnGuidePix2PixZeroSaveDirection": ([("direction", _DIRECTION, False)], [_DIRECTION]),
+    "AttnGuidePix2PixZeroLoadDirection": ([], [_DIRECTION]),
+    "AttnGuidePix2PixZeroInvert": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
+                                    ("latent", "LATENT", False), ("sigmas", "SIGMAS", False)], ["LATENT"]),
+    "AttnGuidePix2PixZeroEdit": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
+                                  ("negative", "CONDITIONING", False), ("direction", _DIRECTION, False),
+                                  ("latent", "LATENT", False), ("sampler", "SAMPLER", False), ("sigmas", "SIGMAS", False)],
+                                 ["LATENT", "LATENT", "ATTNGUIDE_P2PZ_MAPS"]),
+    "AttnGuidePix2PixZeroMaps": ([("maps", "ATTNGUIDE_P2PZ_MAPS", False), ("clip", "CLIP", False)], ["IMAGE"]),
 }
 PY_TYPES = {"FLOAT": (int, float), "STRING": (str,), "COMBO": (str,), "INT": (int,)}
 
@@ -184,6 +223,9 @@ def test_builtin_widget_counts_match_the_real_nodes(path):
     from comfy_host import require_comfy
     require_comfy()
     import nodes as comfy_nodes
+    if "BasicScheduler" not in comfy_nodes.NODE_CLASS_MAPPINGS:  # ComfyUI loads its custom-sampler nodes at start-up
+        import asyncio
+        asyncio.run(comfy_nodes.load_custom_node(str(Path(comfy_nodes.__file__).parent / "comfy_extras" / "nodes_custom_sampler.py")))
     for node in load(path)["nodes"]:
         if node["type"] in WIDGETS:
             continue
