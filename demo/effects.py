@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import methods, panorama, scenes
+from . import methods, panorama, pix2pix_zero, scenes
 from .host import Host
-from .judge import colour_fraction
+from .judge import colour_fraction, shape_iou
 
 # two-sided 95% Student t critical values by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -151,6 +151,46 @@ def _excite_experiment(name):
     return run
 
 
+PIX2PIX_ZERO = dict(source="red", target="green", cfg=7.5, amount=0.1)  # the reference's CFG and amount
+
+
+def _pix2pix_zero_edits(model, n, steps, seed, amount):
+    """(contents, source images, edits): prompts with the source colour and without the target one."""
+    source, target = PIX2PIX_ZERO["source"], PIX2PIX_ZERO["target"]
+    contents = prompts(seed, n, objects=(1, 2), include=source, exclude=target)
+    with torch.no_grad():
+        cond = model.text.encode([scenes.caption(c) for c in contents])
+        uncond = model.text.encode([""] * n)
+    src, edited = pix2pix_zero.edit(model, noise(seed + 1, n), cond, uncond, pix2pix_zero.direction(model, source, target),
+                                    PIX2PIX_ZERO["cfg"], steps, amount)
+    return contents, src, edited
+
+
+def _pix2pix_zero_swap(name):
+    """Pix2Pix-Zero's claim, part 1: the edit swaps the concept (red -> green): the source image
+    (the reference pass from the same noise) against its edit."""
+    def run(model, judge, n, steps, seed):
+        contents, src, edited = _pix2pix_zero_edits(model, n, steps, seed, PIX2PIX_ZERO["amount"])
+        swapped = lambda im: judge.swapped(im, contents, PIX2PIX_ZERO["source"], PIX2PIX_ZERO["target"]).tolist()
+        effect = Effect(name, "target present and source gone (red shape now read in green, no red)", "higher",
+                        {"steps": steps, **PIX2PIX_ZERO, "baseline": "the source image"}, swapped(src), swapped(edited))
+        return Result(effect, src, edited, [scenes.caption(c) for c in contents])
+    return run
+
+
+def _pix2pix_zero_structure(name):
+    """Pix2Pix-Zero's claim, part 2: cross-attention guidance keeps the source's structure: shape
+    mask IoU between source and edit, the edit direction alone (amount 0) against the method."""
+    def run(model, judge, n, steps, seed):
+        contents, src, plain = _pix2pix_zero_edits(model, n, steps, seed, 0.0)
+        _, _, guided = _pix2pix_zero_edits(model, n, steps, seed, PIX2PIX_ZERO["amount"])
+        effect = Effect(name, "shape mask IoU between source and edit", "higher",
+                        {"steps": steps, **PIX2PIX_ZERO, "baseline": "edit direction without cross-attention guidance"},
+                        shape_iou(src, plain).tolist(), shape_iou(src, guided).tolist())
+        return Result(effect, plain, guided, [scenes.caption(c) for c in contents])
+    return run
+
+
 PANORAMA = dict(width=3 * scenes.SIZE, window=scenes.SIZE, stride=8)
 PANORAMA_CFG = 5.0
 
@@ -174,6 +214,8 @@ EXPERIMENTS = {
     "SAG": _quality_experiment("SAG", lambda m: methods.sag(m, **SAG), SAG),
     "PAG": _quality_experiment("PAG", lambda m: methods.pag(m, **PAG), PAG),
     "Attend-and-Excite": _excite_experiment("Attend-and-Excite"),
+    "Pix2Pix-Zero swap": _pix2pix_zero_swap("Pix2Pix-Zero swap"),
+    "Pix2Pix-Zero structure": _pix2pix_zero_structure("Pix2Pix-Zero structure"),
     "SEGA add": _sega_experiment("SEGA add", "red", reverse=False),
     "SEGA remove": _sega_experiment("SEGA remove", "red", reverse=True),
     # MultiDiffusion's claim: overlapping windows averaged every step join seamlessly where

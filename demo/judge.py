@@ -38,6 +38,12 @@ def nearest_palette(images):
     return torch.cdist(rgb.reshape(-1, 3), palette).argmin(-1).reshape(rgb.shape[:3])
 
 
+def shape_iou(a, b):
+    """(b,) intersection over union of the shape (non-background) pixels of two image batches."""
+    ma, mb = nearest_palette(a.clamp(-1, 1)) > 0, nearest_palette(b.clamp(-1, 1)) > 0
+    return (ma & mb).float().sum(dim=(1, 2)) / (ma | mb).float().sum(dim=(1, 2)).clamp(min=1)
+
+
 def colour_fraction(images, colour):
     """(b,) fraction of pixels of `colour` in images in [-1, 1]."""
     palette = torch.tensor([scenes.BACKGROUND, *scenes.COLOURS.values()])
@@ -93,6 +99,15 @@ class ShapeJudge(nn.Module):
                 objects.append((colour, shape, cx, cy, r))
             out.append(scenes.render(scenes.Scene(tuple(objects))))
         return torch.stack(out)
+
+    def swapped(self, images, contents, source, target):
+        """(b,) 1 where the captioned `source` colour's shape is read in the `target` colour and
+        nothing is read in `source` (a concept swap done: target present, source gone), else 0."""
+        with torch.no_grad():
+            read = self(images.float().clamp(-1, 1)).argmax(-1)
+        s, t = COLOUR_NAMES.index(source), COLOUR_NAMES.index(target)
+        return torch.tensor([float(r[t] == CLASSES.index(c[source]) and r[s] == CLASSES.index("none"))
+                             for r, c in zip(read, contents)])
 
     def misfit(self, images):
         """(b,) mean |image - clean_scenes(image)| in [0, 1] RGB units: how far a sample is from the

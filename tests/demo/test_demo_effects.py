@@ -30,6 +30,8 @@ NOT_SHOWN_YET = {
            "(-0.0017 [-0.0040, +0.0007] at n=128)",
     "Attend-and-Excite": "Attend-and-Excite: all-subjects-present rate difference -0.188, 95% interval "
                          "[-0.357, -0.018] at n=32 on step 6519 (reference step size; worse, not better)",
+    "Pix2Pix-Zero structure": "Pix2Pix-Zero structure: shape IoU difference +0.006, 95% interval [-0.040, +0.053] "
+                              "at n=32 on step 6519 (guidance amount 0.1 against the direction alone)",
 }
 
 
