@@ -67,6 +67,7 @@ class Host:
         for i in range(steps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             ctx = self.router.begin_step(sigma, sigmas, cfg)
+            ctx.sampler_conds = {"positive": cond, "negative": uncond}
             for g in self.guidances:
                 if g.pre_step is not None:
                     x = g.pre_step(self, x, sigma, ctx)

@@ -7,10 +7,13 @@ ShapeJudge: a small CNN trained on clean synthetic scenes (never on samples) tha
 every palette colour, which shape of that colour the image holds (none, circle, square,
 triangle). quality(images, contents) = per image, the mean probability it gives the
 caption's shape for each captioned colour: high for clean, correct shapes; low for blobs,
-smears and wrong shapes. Train it with `python -m demo.judge` (seconds to a minute); it is
+smears and wrong shapes. misfit(images) = the distance from each image to the clean scene the judge
+reads in it (no caption needed: unconditional samples too). present(images, contents) = 1 where every captioned colour is read
+as its captioned shape (every named subject is there, as named). Train it with `python -m demo.judge` (seconds to a minute); it is
 shipped as demo/judge.safetensors.
 """
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -25,6 +28,20 @@ WEIGHTS = Path(__file__).resolve().parent / "judge.safetensors"
 COLOUR_NAMES = tuple(scenes.COLOURS)
 CLASSES = ("none", *scenes.SHAPES)
 COLOUR_RADIUS = 0.35  # in [0, 1] RGB units
+SHAPE_AREA = {"circle": math.pi, "square": 1.7 ** 2, "triangle": 1.8}  # area / half-size^2 (scenes.shape_mask)
+
+
+def nearest_palette(images):
+    """(b, h, w) index of the nearest of (background, *palette colours) per pixel."""
+    palette = torch.tensor([scenes.BACKGROUND, *scenes.COLOURS.values()])
+    rgb = ((images.float() + 1) / 2).permute(0, 2, 3, 1)
+    return torch.cdist(rgb.reshape(-1, 3), palette).argmin(-1).reshape(rgb.shape[:3])
+
+
+def shape_iou(a, b):
+    """(b,) intersection over union of the shape (non-background) pixels of two image batches."""
+    ma, mb = nearest_palette(a.clamp(-1, 1)) > 0, nearest_palette(b.clamp(-1, 1)) > 0
+    return (ma & mb).float().sum(dim=(1, 2)) / (ma | mb).float().sum(dim=(1, 2)).clamp(min=1)
 
 
 def colour_fraction(images, colour):
@@ -52,6 +69,52 @@ class ShapeJudge(nn.Module):
     def forward(self, images):
         """(b, colours, classes) logits."""
         return self.features(images).view(-1, len(COLOUR_NAMES), len(CLASSES))
+
+    def present(self, images, contents):
+        """(b,) 1 where every captioned colour is read as its captioned shape (all subjects present), else 0."""
+        with torch.no_grad():
+            read = self(images.float().clamp(-1, 1)).argmax(-1)
+        return torch.tensor([float(all(r[COLOUR_NAMES.index(c)] == CLASSES.index(s) for c, s in content.items()))
+                             for r, content in zip(read, contents)])
+
+    def clean_scenes(self, images):
+        """Per image, the clean scene the judge reads in it, rendered: each shape it reads is placed at the
+        centroid of its colour's pixels and sized from their count, as scenes.render draws it."""
+        with torch.no_grad():
+            read = self(images.float().clamp(-1, 1)).argmax(-1)
+        nearest = nearest_palette(images.clamp(-1, 1))
+        ys, xs = torch.meshgrid(torch.arange(scenes.SIZE) + 0.5, torch.arange(scenes.SIZE) + 0.5, indexing="ij")
+        out = []
+        for classes, near in zip(read, nearest):
+            objects = []
+            for i, colour in enumerate(COLOUR_NAMES):
+                mask = (near == i + 1).float()
+                area, shape = mask.sum().item(), CLASSES[classes[i]]
+                if shape == "none" or area < 1:
+                    continue
+                r = math.sqrt(area / SHAPE_AREA[shape])
+                cx, cy = (mask * xs).sum().item() / area, (mask * ys).sum().item() / area
+                if shape == "triangle":
+                    cy -= 0.2 * r  # a triangle's centroid lies 0.2 r below the centre of its box
+                objects.append((colour, shape, cx, cy, r))
+            out.append(scenes.render(scenes.Scene(tuple(objects))))
+        return torch.stack(out)
+
+    def swapped(self, images, contents, source, target):
+        """(b,) 1 where the captioned `source` colour's shape is read in the `target` colour and
+        nothing is read in `source` (a concept swap done: target present, source gone), else 0."""
+        with torch.no_grad():
+            read = self(images.float().clamp(-1, 1)).argmax(-1)
+        s, t = COLOUR_NAMES.index(source), COLOUR_NAMES.index(target)
+        return torch.tensor([float(r[t] == CLASSES.index(c[source]) and r[s] == CLASSES.index("none"))
+                             for r, c in zip(read, contents)])
+
+    def misfit(self, images):
+        """(b,) mean |image - clean_scenes(image)| in [0, 1] RGB units: how far a sample is from the
+        nearest clean scene (as the judge reads it). About 0.005 for clean scenes; noise, blur, smears,
+        mixed colours, extra or malformed shapes raise it."""
+        images = images.float().clamp(-1, 1)
+        return (images - self.clean_scenes(images)).abs().mean(dim=(1, 2, 3)) / 2
 
     def quality(self, images, contents):
         """(b,) mean probability of the captioned shape of each captioned colour."""

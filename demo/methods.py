@@ -1,5 +1,12 @@
 """The landed methods as Guidance for the demo sampler, built from the pack's core the way
-nodes/sag.py, nodes/pag.py and nodes/sega.py build them for ComfyUI (no method math here)."""
+nodes/sag.py, nodes/pag.py, nodes/sega.py and nodes/attend_excite.py build them for ComfyUI (no method math here)."""
+import dataclasses
+import math
+
+import torch
+
+from . import text as _text
+from . import unet as _unet
 from ._pack import core
 from .host import Guidance
 
@@ -9,6 +16,9 @@ _router = core("attention.router")
 _sag = core("guidance.sag")
 _pag = core("guidance.pag")
 _sega = core("guidance.sega")
+_excite = core("guidance.attend_excite")
+_schedule = core("guidance.schedule")
+_levels = core("attention.unet_levels")
 
 
 def select(model, text, name="layers"):
@@ -78,3 +88,65 @@ def sega(concept_conds, concepts, momentum_scale=0.1, momentum_beta=0.4, key="se
 
 
 Concept = _sega.Concept
+
+
+class _Measured(Exception):
+    """Ends a measuring forward once the last map is captured."""
+
+
+def attend_excite(model, indices, settings=None, downscale=4):
+    """Attend-and-Excite as a pre-step latent update, composed as nodes/attend_excite.py does for
+    ComfyUI: per image a grad-enabled conditional forward whose cross-attention probabilities at
+    one UNet level (downscale 4: the demo's 8x8, as SD1's 16x16 at 512 px) are averaged over
+    layers and heads, then guidance.attend_excite.excite_latent moves that image's x.
+
+    indices: per image, the token positions to excite (<start> is 0); settings: ExciteSettings
+    without indices (the reference's defaults scaled to the sampler's steps when None).
+    The sampler takes its step from the moved x (Host.sample), exact as under the Attend-and-Excite sampler."""
+    layers = set(_levels.cross_attention_levels(model.unet)[downscale])
+
+    def evaluate(x, sigma, cond):
+        captured = []
+
+        def observe(probs, layer, options):
+            if layer in layers:
+                captured.append(probs)
+                if len(captured) == len(layers):
+                    raise _Measured  # the rest of the UNet cannot change the maps
+        try:
+            model.eps(x, sigma, cond, {_unet.CROSS_ATTENTION_KEY: observe})
+        except _Measured:
+            pass
+        h = w = int(round(captured[0].shape[2] ** 0.5))
+        return torch.cat(captured, dim=1).float().mean(dim=1)[0].reshape(h, w, -1)
+
+    def pre_step(host, x, sigma, ctx):
+        base = settings or reference_excite_settings(ctx.steps)
+        if not base.runs_at(ctx.step):
+            return x
+        c_in = 1 / math.sqrt(sigma ** 2 + 1)
+        cond = ctx.sampler_conds["positive"]
+        out = []
+        with torch.enable_grad():
+            for i in range(x.shape[0]):
+                s = dataclasses.replace(base, indices=tuple(indices[i]))
+                xi, _, _ = _excite.excite_latent(x[i:i + 1], ctx.step, ctx.steps, c_in, s,
+                                                 lambda xi: evaluate(xi, sigma, cond[i:i + 1]))
+                out.append(xi)
+        return torch.cat(out)
+
+    return Guidance(pre_step=pre_step)
+
+
+def reference_excite_settings(steps):
+    """The reference's defaults (50 steps: excite steps 0-24, refinement at steps 0, 10, 20 to
+    0.05, 0.5, 0.8) at the same fractions of `steps`."""
+    at = lambda percent: _schedule.step_at(percent, "percent", steps)
+    return _excite.ExciteSettings(indices=(), max_iter_to_alter=at(50),
+                                  thresholds=((at(0), 0.05), (at(20), 0.5), (at(40), 0.8)))
+
+
+def token_positions(prompt, words):
+    """Token positions (<start> is 0) of the first occurrence of each word in prompt."""
+    ids = _text.tokenize([prompt])[0].tolist()
+    return tuple(ids.index(_text.VOCAB.index(w)) for w in words)

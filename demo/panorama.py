@@ -1,8 +1,12 @@
 """MultiDiffusion on the demo model: the demo sampler's denoise run over overlapping windows of a
 wide canvas and blended (guidance.panorama), the way nodes/panorama.py does it in ComfyUI; and
-the two measures of its claims: seams at window borders, and the join of the canvas's edges."""
+the two measures of its claims: seams at window borders, and content across the join of a
+360-degree canvas's edges."""
+import torch
+
 from ._pack import core
 from .host import Host
+from .judge import nearest_palette
 
 _pano = core("guidance.panorama")
 
@@ -40,8 +44,11 @@ def seam_ratio(images, borders):
     return steps[:, at].mean(1) / steps[:, rest].mean(1)
 
 
-def edge_ratio(images):
-    """Per image: the step from the last column to the first (the join of a 360° canvas) over the
-    mean step between neighbouring columns (both as in _column_steps)."""
-    edge = (images[..., -1] - images[..., 0]).abs().mean(1).median(1).values
-    return edge / _column_steps(images).mean(1)
+def join_occupancy(images, columns=2):
+    """Per image: the share of shape (non-background) pixels in the `columns` columns on each side
+    of the join of the canvas's right and left edges, minus the share over the whole canvas.
+    About 0 when the join is one more interior place of a 360-degree loop (content continues across
+    it); negative when the canvas keeps its edges empty, an empty band where the loop closes."""
+    shape = (nearest_palette(images.clamp(-1, 1)) > 0).float().mean(1)  # (n, W): per column
+    join = torch.cat([shape[:, -columns:], shape[:, :columns]], dim=1)
+    return join.mean(1) - shape.mean(1)

@@ -36,8 +36,12 @@ def test_seam_ratio_sees_a_step_shared_by_a_whole_column():
     assert panorama.seam_ratio(edge + flat, [8]) < 2
 
 
-def test_edge_ratio_sees_whether_the_right_edge_continues_into_the_left():
-    ramp = torch.linspace(0, 1, 16).expand(1, 3, 8, 16)
-    loop = torch.sin(torch.arange(16) * 2 * torch.pi / 16).expand(1, 3, 8, 16)
-    assert panorama.edge_ratio(ramp) > 10
-    assert panorama.edge_ratio(loop) < 2      # the join is one more ordinary step
+def test_join_occupancy_sees_an_empty_band_where_the_edges_meet():
+    background = torch.tensor(scenes.BACKGROUND).view(1, 3, 1, 1) * 2 - 1
+    red = torch.tensor(scenes.COLOURS["red"]).view(1, 3, 1, 1) * 2 - 1
+    canvas = background.expand(1, 3, 8, 24).clone()
+    canvas[..., 2:6, 3:21] = red                    # shapes everywhere but near the edges
+    loop = torch.roll(canvas, 8, dims=-1)           # the same content, the empty band moved inside
+    loop[..., 2:6, :] = red
+    assert panorama.join_occupancy(canvas).item() < -0.1
+    assert abs(panorama.join_occupancy(loop).item()) < 0.05
