@@ -9,7 +9,8 @@ from ...attention.router import COND, UNCOND, AttentionHook, Method
 from ...guidance import sag
 from ...guidance.pag import pag_guidance, pag_scale
 from ...guidance.rescale import rescale_denoised
-from ...guidance.schedule import Schedule
+from ...guidance.schedule import Schedule, step_at
+from ...guidance.sega import Concept, sega_denoised
 
 
 class NotServed(ValueError):
@@ -87,7 +88,40 @@ def install_pag(session, scale, adaptive_scale, layers, rescale, start_percent, 
                        extra_cond_rows=True), post)
 
 
-INSTALL = {"sag": install_sag, "pag": install_pag}
+def install_sega(session, concepts, momentum_scale, momentum_beta):
+    """concepts: [{prompt, direction, scale, warmup, cooldown, timing, threshold, weight}], prompts as text,
+    encoded here with the checkpoint's text encoder for every image of the batch."""
+    if not concepts:
+        raise ValueError("Semantic Guidance (AttnGuide): no concepts. Type at least one concept prompt.")
+    for c in concepts:  # the core's checks, with its messages, before anything is installed
+        _concept(c, 100)
+    key = session.method_key("sega")
+    roles = [f"{key}.concept{i}" for i in range(len(concepts))]
+    texts = [session.encode(c["prompt"]) for c in concepts]
+    state = {}
+
+    def extra_rows(ctx, conds):
+        return list(zip(roles, texts))
+
+    def post(step):
+        predicted = [step.image_rows(role) for role in roles]
+        if any(p is None for p in predicted):
+            return step.denoised
+        out, state["momentum"] = sega_denoised(step.x, step.sigma, step.denoised, step.uncond_denoised, predicted,
+                                               [_concept(c, step.ctx.steps) for c in concepts], step.ctx.step,
+                                               state.get("momentum"), momentum_scale, momentum_beta)
+        return out
+
+    session.add(Method(key, extra_rows=extra_rows), post)
+
+
+def _concept(c, steps):
+    return Concept(scale=c["scale"], reverse=c["direction"] == "remove", warmup=step_at(c["warmup"], c["timing"], steps),
+                   cooldown=None if c["cooldown"] < 0 else step_at(c["cooldown"], c["timing"], steps),
+                   threshold=c["threshold"], weight=c["weight"])
+
+
+INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega}
 
 
 def install(session, method, params):

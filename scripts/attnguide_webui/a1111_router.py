@@ -54,6 +54,10 @@ def rows_of(cond):
     return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[0]
 
 
+def tokens_of(cond):
+    return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[1]
+
+
 def take_rows(cond, index):
     return {k: v[index] for k, v in cond.items()} if isinstance(cond, dict) else cond[index]
 
@@ -156,6 +160,8 @@ class Step:
         self.conds_list, self.n_cond, self.n_images = conds_list, n_cond, n_images
         self.roles = []
         self.blocks = {}        # role -> slice of rows added for that method
+        self.separate = {}      # role -> text of rows run in a UNet call of their own
+        self.separate_out = {}
         self.cursor = 0
         self.x_in = self.sigma_in = self.image_cond = self.text_cond = self.text_uncond = None
         self.x_out = self.inner_model = None
@@ -201,6 +207,15 @@ class Session:
             routed = _RoutedForward(self, module, layer)
             module.forward = routed
             self.routed[layer] = routed
+
+    def encode(self, text):
+        """`text` for every image of the pass, encoded as A1111 encodes prompts (emphasis,
+        embeddings; SDXL size conditioning), as modules/processing.py:494/1503 build the prompts."""
+        from modules import prompt_parser
+        height, width = (8 * s for s in self.x.shape[-2:])  # this pass's image size (hires: the upscaled one)
+        prompts = prompt_parser.SdConditioning([text] * self.x.shape[0], width=width, height=height)
+        with torch.no_grad():
+            return self.p.sd_model.get_learned_conditioning(prompts)
 
     def close(self):
         if self.closed:
@@ -259,20 +274,27 @@ class Session:
         conds_list, _ = prompt_parser.reconstruct_multicond_batch(d.sampler.sampler_extra_args["cond"], d.step)
         step = Step(ctx, d, space, conds_list, n_cond, n_images)
         blocks, block_roles = self.router.extend_main_batch(ctx, [COND, UNCOND])
-        cond_rows = slice(0, n_cond)
-        x, sigma_in, image_cond, text = [params.x[cond_rows]], [params.sigma[cond_rows]], \
-            [params.image_cond[cond_rows]], [take_rows(params.text_cond, cond_rows)]
+        cond_rows = list(range(n_cond))
+        x, sigma_in, image_cond, text = [params.x[:n_cond]], [params.sigma[:n_cond]], \
+            [params.image_cond[:n_cond]], [take_rows(params.text_cond, slice(0, n_cond))]
         step.roles = [COND] * n_cond
         for block, role in zip(blocks[2:], block_roles[2:]):
-            if block is not COND:
-                raise NotImplementedError(f"attnguide: method {role} asks for rows this A1111 adapter cannot build")
+            if block is COND:      # a copy of the cond rows (PAG)
+                source, block_text = cond_rows, take_rows(params.text_cond, cond_rows)
+            elif rows_of(block) == n_images:  # rows of the method's own text, one per image (SEGA)
+                source, block_text = step.first_cond_rows, block
+                if tokens_of(block) != tokens_of(params.text_cond):
+                    step.separate[role] = block  # cannot share the batch: own UNet call after the main one
+                    continue
+            else:
+                raise ValueError(f"attnguide: method {role} gave {rows_of(block)} rows for {n_images} images")
             start = len(step.roles)
-            step.blocks[role] = slice(start, start + n_cond)
-            step.roles += [role] * n_cond
-            x.append(params.x[cond_rows])
-            sigma_in.append(params.sigma[cond_rows])
-            image_cond.append(params.image_cond[cond_rows])
-            text.append(take_rows(params.text_cond, cond_rows))
+            step.blocks[role] = slice(start, start + len(source))
+            step.roles += [role] * len(source)
+            x.append(params.x[source])
+            sigma_in.append(params.sigma[source])
+            image_cond.append(params.image_cond[source])
+            text.append(block_text)
         step.roles += [UNCOND] * n_images
         rest = slice(n_cond, None)
         params.x = step.x_in = torch.cat(x + [params.x[rest]])
@@ -288,6 +310,10 @@ class Session:
             return
         step.cursor = len(step.roles)  # the main batch is done; later UNet calls are nobody's rows
         step.x_out, step.inner_model = params.x, params.inner_model
+        rows = step.first_cond_rows
+        for role, text in step.separate.items():
+            cond = make_condition_dict(self.p.sd_model, text, step.image_cond[rows])
+            step.separate_out[role] = params.inner_model(step.x_in[rows], step.sigma_in[rows], cond=cond)
 
     def _on_after_cfg(self, params):
         step, self.step = self.step, None
@@ -334,6 +360,13 @@ class StepData:
     def block(self, role):
         rows = self.step.blocks.get(role)
         return None if rows is None else self.combined(rows)
+
+    def image_rows(self, role):
+        """A method's own rows (one per image, at each image's x), denoised; None if absent."""
+        step = self.step
+        rows = step.first_cond_rows
+        out = step.x_out[step.blocks[role]] if role in step.blocks else step.separate_out.get(role)
+        return None if out is None else step.space.denoised(step.x_in[rows], step.sigma_in[rows], out)
 
     def first_cond_denoised(self):
         step = self.step

@@ -87,6 +87,12 @@ class MulticondLearnedConditioning:  # prompt_parser.py:246
         self.shape, self.batch = shape, batch
 
 
+class SdConditioning(list):  # prompt_parser.py:139: prompts with the image size (SDXL's size conditioning)
+    def __init__(self, prompts, is_negative_prompt=False, width=None, height=None, copy_from=None):
+        super().__init__(prompts)
+        self.width, self.height, self.is_negative_prompt = width, height, is_negative_prompt
+
+
 def _at_step(schedules, step):  # the target_index loop of prompt_parser.py:291-296 / 332-336
     for entry in schedules:
         if step <= entry.end_at_step:
@@ -146,6 +152,12 @@ class SDModel(torch.nn.Module):
         self.register_buffer("alphas_cumprod", alphas_cumprod)
         self.parameterization = "eps"
         self.cond_stage_key = "txt"
+        self.embeddings = {}  # text -> (tokens, dim): the "text encoder" of get_learned_conditioning
+        self.encoded = []
+
+    def get_learned_conditioning(self, prompts):  # LatentDiffusion.get_learned_conditioning: one row per prompt
+        self.encoded.append(prompts)
+        return torch.stack([self.embeddings[text] for text in prompts])
 
     def apply_model(self, x, t, cond):  # LatentDiffusion.apply_model with conditioning_key "crossattn"
         return self.model(x, t, c_crossattn=cond["c_crossattn"])
@@ -442,6 +454,7 @@ def install(sd_model=None):
     scripts.Script, scripts.AlwaysVisible, scripts.scripts_data = Script, AlwaysVisible, []
     pp = modules["modules.prompt_parser"]
     pp.reconstruct_multicond_batch, pp.reconstruct_cond_batch = reconstruct_multicond_batch, reconstruct_cond_batch
+    pp.SdConditioning = SdConditioning
     shared = modules["modules.shared"]
     shared.sd_model = sd_model
     shared.opts = types.SimpleNamespace(batch_cond_uncond=True)
