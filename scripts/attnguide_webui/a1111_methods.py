@@ -98,7 +98,6 @@ def install_sega(session, concepts, momentum_scale, momentum_beta):
     key = session.method_key("sega")
     roles = [f"{key}.concept{i}" for i in range(len(concepts))]
     texts = [session.encode(c["prompt"]) for c in concepts]
-    state = {}
 
     def extra_rows(ctx, conds):
         return list(zip(roles, texts))
@@ -107,6 +106,7 @@ def install_sega(session, concepts, momentum_scale, momentum_beta):
         predicted = [step.image_rows(role) for role in roles]
         if any(p is None for p in predicted):
             return step.denoised
+        state = session.run_state(key)
         out, state["momentum"] = sega_denoised(step.x, step.sigma, step.denoised, step.uncond_denoised, predicted,
                                                [_concept(c, step.ctx.steps) for c in concepts], step.ctx.step,
                                                state.get("momentum"), momentum_scale, momentum_beta)
@@ -121,7 +121,12 @@ def _concept(c, steps):
                    threshold=c["threshold"], weight=c["weight"])
 
 
-INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega}
+def install_panorama(session, **params):
+    from .a1111_panorama import install
+    install(session, **params)
+
+
+INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega, "panorama": install_panorama}
 
 
 def install(session, method, params):

@@ -58,6 +58,15 @@ def tokens_of(cond):
     return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[1]
 
 
+def tile_rows(cond, n):
+    """cond's rows repeated n times (the batch of n panorama windows of every image)."""
+    if n == 1:
+        return cond
+    if isinstance(cond, dict):
+        return {k: v.repeat((n,) + (1,) * (v.ndim - 1)) for k, v in cond.items()}
+    return cond.repeat((n,) + (1,) * (cond.ndim - 1))
+
+
 def take_rows(cond, index):
     return {k: v[index] for k, v in cond.items()} if isinstance(cond, dict) else cond[index]
 
@@ -186,6 +195,10 @@ class Session:
         self.handles = []
         self.options = None       # the running UNet call's row labels and roles, or None
         self.step = None
+        self.window = None        # the window batch being denoised (panorama), for per-window state
+        self.window_cond = None   # and the prompt conditioning of its rows
+        self.runs = {}
+        self.closers = []
         self.closed = False
         self.callbacks = script_callbacks
         _close_stale(self.unet)
@@ -207,6 +220,13 @@ class Session:
             routed = _RoutedForward(self, module, layer)
             module.forward = routed
             self.routed[layer] = routed
+
+    def run_state(self, key):
+        """State a method keeps across the pass's steps (SEGA's momentum): one per window batch."""
+        return self.runs.setdefault((self.window, key), {})
+
+    def on_close(self, fn):
+        self.closers.append(fn)
 
     def encode(self, text):
         """`text` for every image of the pass, encoded as A1111 encodes prompts (emphasis,
@@ -233,6 +253,8 @@ class Session:
             routed.session = None  # wrapped by someone since: stays in their chain, passes through
         for fn in (self._on_denoiser, self._on_denoised, self._on_after_cfg):
             self.callbacks.remove_callbacks_for_function(fn)
+        for fn in self.closers:
+            fn()
         self.step = self.options = None
 
     # --- UNet calls ---------------------------------------------------------------------------------
@@ -271,7 +293,12 @@ class Session:
         sigma = float(space.sigma(params.sigma[-1:]).flatten()[0])
         cfg = float(d.sampler.sampler_extra_args.get("cond_scale", 1.0)) * float(getattr(d, "cond_scale_miltiplier", 1.0))
         ctx = self.router.begin_step_at(d.step, max(int(d.total_steps or 1), 1), sigma, cfg)
-        conds_list, _ = prompt_parser.reconstruct_multicond_batch(d.sampler.sampler_extra_args["cond"], d.step)
+        cond = self.window_cond if self.window_cond is not None else d.sampler.sampler_extra_args["cond"]
+        conds_list, _ = prompt_parser.reconstruct_multicond_batch(cond, d.step)
+        if len(conds_list) != n_images or sum(map(len, conds_list)) != n_cond:
+            _LOG.warning("attnguide: the prompt's conditioning does not match this step's batch (another extension "
+                         "changed it?); AttnGuide methods skip this step.")
+            return
         step = Step(ctx, d, space, conds_list, n_cond, n_images)
         blocks, block_roles = self.router.extend_main_batch(ctx, [COND, UNCOND])
         cond_rows = list(range(n_cond))
@@ -281,8 +308,9 @@ class Session:
         for block, role in zip(blocks[2:], block_roles[2:]):
             if block is COND:      # a copy of the cond rows (PAG)
                 source, block_text = cond_rows, take_rows(params.text_cond, cond_rows)
-            elif rows_of(block) == n_images:  # rows of the method's own text, one per image (SEGA)
-                source, block_text = step.first_cond_rows, block
+            elif n_images % rows_of(block) == 0:  # the method's own text, one row per image (SEGA)
+                source, block = step.first_cond_rows, tile_rows(block, n_images // rows_of(block))  # panorama windows
+                block_text = block
                 if tokens_of(block) != tokens_of(params.text_cond):
                     step.separate[role] = block  # cannot share the batch: own UNet call after the main one
                     continue

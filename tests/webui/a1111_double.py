@@ -216,6 +216,9 @@ class CFGDenoiser(torch.nn.Module):
                 denoised[i] += (x_out[cond_index] - denoised_uncond[i]) * (weight * cond_scale)
         return denoised
 
+    def get_pred_x0(self, x_in, x_out, sigma):  # :92
+        return x_out
+
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         conds_list, tensor = reconstruct_multicond_batch(cond, self.step)  # :168
         uncond = reconstruct_cond_batch(uncond, self.step)                  # :169
@@ -246,6 +249,8 @@ class CFGDenoiser(torch.nn.Module):
         self.callbacks.cfg_denoised_callback(CFGDenoisedParams(x_out, self.shared.state.sampling_step,
                                                                self.shared.state.sampling_steps, self.inner_model))  # :278
         denoised = self.combine_denoised(x_out, conds_list, uncond, 1.0 if skip_uncond else cond_scale * self.cond_scale_miltiplier)  # :284-289
+        self.sampler.last_latent = self.get_pred_x0(torch.cat([x_in[i:i + 1] for i in denoised_image_indexes]),
+                                                    torch.cat([x_out[i:i + 1] for i in denoised_image_indexes]), sigma)  # :295
         after = AfterCFGCallbackParams(denoised, self.shared.state.sampling_step, self.shared.state.sampling_steps)  # :306
         self.callbacks.cfg_after_cfg_callback(after)
         self.step += 1
@@ -264,6 +269,10 @@ class CFGDenoiserTimesteps(CFGDenoiser):  # modules/sd_samplers_timesteps.py:47
     def __init__(self, shared, sampler, callbacks):
         super().__init__(shared, sampler, callbacks)
         self.alphas = shared.sd_model.alphas_cumprod
+
+    def get_pred_x0(self, x_in, x_out, sigma):  # sd_samplers_timesteps.py:56
+        a_t = self.alphas[sigma.to(dtype=int)][:, None, None, None]
+        return (x_in - (1 - a_t).sqrt() * x_out) / a_t.sqrt()
 
     @property
     def inner_model(self):

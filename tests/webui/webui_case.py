@@ -22,7 +22,7 @@ from attnguide.attention.layers import parse_layers  # noqa: E402
 from attnguide.attention.router import Router  # noqa: E402
 
 TOLERANCE, MIN_EFFECT, STEPS, TOKENS = 1e-4, 1e-3, 4, 8
-SCRIPTS = ("attnguide_sag", "attnguide_pag", "attnguide_sega")
+SCRIPTS = ("attnguide_sag", "attnguide_pag", "attnguide_sega", "attnguide_panorama")
 
 
 def ldm_unet(seed=0):
@@ -119,6 +119,7 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
         with torch.no_grad():
             return sampler.launch(p, x, STEPS, STEPS, conditioning, unconditioning, run)
 
+    p.sampler = sampler
     out = a1.process_images(p, noise, sample)
     if kind == "euler":
         out = out * schedule.scale_out
