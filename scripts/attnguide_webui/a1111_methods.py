@@ -126,7 +126,13 @@ def install_panorama(session, **params):
     install(session, **params)
 
 
-INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega, "panorama": install_panorama}
+def install_attend_excite(session, **params):
+    from .a1111_excite import install
+    install(session, **params)
+
+
+INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega, "panorama": install_panorama,
+           "attend_excite": install_attend_excite}
 
 
 def install(session, method, params):

@@ -34,15 +34,15 @@ _LOG = logging.getLogger("attnguide")
 SESSION_ATTR = "_attnguide_session"
 
 
-def attn1_module(diffusion_model, layer):
-    """The attn1 module of a Layer in an ldm/sgm UNetModel."""
+def attn1_module(diffusion_model, layer, name="attn1"):
+    """The attn1 (or attn2) module of a Layer in an ldm/sgm UNetModel."""
     blocks = {"input": diffusion_model.input_blocks, "middle": [diffusion_model.middle_block],
               "output": diffusion_model.output_blocks}[layer.kind]
     for module in blocks[layer.block]:
         transformers = getattr(module, "transformer_blocks", None)
         if transformers is not None:
-            return transformers[layer.depth].attn1
-    raise ValueError(f"layer {layer} has no self-attention in this model")
+            return getattr(transformers[layer.depth], name)
+    raise ValueError(f"layer {layer} has no attention in this model")
 
 
 def sdpa(q, k, v, heads):

@@ -163,6 +163,43 @@ class SDModel(torch.nn.Module):
         return self.model(x, t, c_crossattn=cond["c_crossattn"])
 
 
+class PromptChunk:  # modules/sd_hijack_clip.py:10: 77 tokens, <|startoftext|> first
+    def __init__(self, tokens):
+        self.tokens, self.multipliers, self.fixes = tokens, [1.0] * len(tokens), []
+
+
+class WordTokenizer:
+    """The CLIPTokenizer calls word lookup makes: one id per word, pieces ending in </w>."""
+
+    def __init__(self, words):
+        self.ids = {w: i + 1 for i, w in enumerate(words)}
+        self.pieces = {i: f"{w}</w>" for w, i in self.ids.items()}
+
+    def convert_ids_to_tokens(self, token):
+        return self.pieces.get(token, "<|endoftext|>")
+
+
+class TextModel:
+    """FrozenCLIPEmbedderWithCustomWords (sd_hijack_clip.py): tokenize (:59/:346, ids without
+    specials) and tokenize_line (:81, chunks of 75 text tokens between start and end, padded with end)."""
+    id_start, id_end = 0, 10_000
+
+    def __init__(self, words):
+        self.wrapped = types.SimpleNamespace(tokenizer=WordTokenizer(words))
+
+    def tokenize(self, texts):
+        tok = self.wrapped.tokenizer
+        for w in (w for text in texts for w in text.split() if w not in tok.ids):  # any text tokenizes
+            tok.ids[w] = len(tok.ids) + 1
+            tok.pieces[tok.ids[w]] = f"{w}</w>"
+        return [[tok.ids[w] for w in text.split()] for text in texts]
+
+    def tokenize_line(self, line):
+        ids = self.tokenize([line])[0]
+        chunks = [ids[i:i + 75] for i in range(0, max(len(ids), 1), 75)]
+        return [PromptChunk([self.id_start] + c + [self.id_end] * (76 - len(c))) for c in chunks], len(ids)
+
+
 class CompVisDenoiser(torch.nn.Module):
     """k_diffusion/external.py:131 CompVisDenoiser (DiscreteEpsDDPMDenoiser :87, DiscreteSchedule :41): returns x0."""
 
@@ -287,8 +324,8 @@ class Sampler:
     """sd_samplers_common.Sampler (:230): initialize (:286) sets model_wrap_cfg.p and step,
     launch_sampling (:265) sets the step counts and turns an interrupt into the last latent."""
 
-    def __init__(self, shared, callbacks, denoiser_class):
-        self.shared = shared
+    def __init__(self, shared, callbacks, denoiser_class, func, funcname):
+        self.shared, self.func, self.funcname = shared, func, funcname  # :236 (funcname), kdiffusion.py:79 (func)
         self.model_wrap_cfg = denoiser_class(shared, self, callbacks)
         self.sampler_extra_args, self.last_latent = None, None
 
@@ -315,7 +352,7 @@ class Interrupted(BaseException):  # sd_samplers_common.py:142 InterruptedExcept
     pass
 
 
-def sample_euler(model, x, sigmas, extra_args, callback):  # k_diffusion/sampling.py:118 (s_churn = 0)
+def sample_euler(model, x, sigmas=None, extra_args=None, callback=None):  # k_diffusion/sampling.py:118 (s_churn = 0)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
@@ -328,7 +365,7 @@ def ddim_timesteps(steps):  # sd_samplers_timesteps.py:86 get_timesteps
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
 
-def sample_ddim(model, x, timesteps, extra_args, callback):  # modules/sd_samplers_timesteps_impl.py:11, eta = 0
+def sample_ddim(model, x, timesteps=None, extra_args=None, callback=None):  # modules/sd_samplers_timesteps_impl.py:11, eta = 0
     alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)

@@ -22,7 +22,7 @@ from attnguide.attention.layers import parse_layers  # noqa: E402
 from attnguide.attention.router import Router  # noqa: E402
 
 TOLERANCE, MIN_EFFECT, STEPS, TOKENS = 1e-4, 1e-3, 4, 8
-SCRIPTS = ("attnguide_sag", "attnguide_pag", "attnguide_sega", "attnguide_panorama")
+SCRIPTS = ("attnguide_sag", "attnguide_pag", "attnguide_sega", "attnguide_panorama", "attnguide_attend_excite")
 
 
 def ldm_unet(seed=0):
@@ -91,7 +91,8 @@ def a1111_schedule(kind, alphas):
     return SigmaSchedule([sig(t) for t in ts], ts[:-1], float(1 / abar[ts[0]].sqrt()), float(abar[ts[-1]].sqrt()))
 
 
-def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, noise=None, weights=None, sample_hook=None):
+def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, noise=None, weights=None, sample_hook=None,
+             prompt="a prompt"):
     """One txt2img generation through the scripts: args = {title: [enabled, *params]}."""
     runner = a1.ScriptRunner(h.classes)
     script_args = runner.defaults()
@@ -99,21 +100,24 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
         if script.title() in args:
             script_args[script.args_from:script.args_to] = args[script.title()]
     sd_model = h.shared.sd_model
-    p = a1.Processing(sd_model, runner, script_args, cfg_scale=cfg, steps=STEPS)
+    p = a1.Processing(sd_model, runner, script_args, cfg_scale=cfg, steps=STEPS, prompt=prompt)
     schedule = a1111_schedule(kind, sd_model.alphas_cumprod)
-    denoiser = a1.CFGDenoiserKDiffusion if kind == "euler" else a1.CFGDenoiserTimesteps
-    sampler = a1.Sampler(h.shared, h.callbacks, denoiser)
+    if kind == "euler":
+        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserKDiffusion, a1.sample_euler, "sample_euler")
+    else:
+        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserTimesteps, a1.sample_ddim, "ddim")
     conditioning = a1.conditioning(cond, weights)
     unconditioning = a1.unconditioning(uncond)
 
-    def run(x):
+    def run(x):  # as sd_samplers_kdiffusion.py:230 / sd_samplers_timesteps.py:160 call the sampler function
         extra = sampler.sampler_extra_args
         callback = sample_hook or sampler.callback_state
         if kind == "euler":
             sigmas = torch.tensor(schedule.sigmas, dtype=torch.float32)
-            return a1.sample_euler(sampler.model_wrap_cfg, x * schedule.scale_in, sigmas, extra, callback)
-        timesteps = a1.ddim_timesteps(STEPS)
-        return a1.sample_ddim(sampler.model_wrap_cfg, x, timesteps, extra, callback)
+            return sampler.func(sampler.model_wrap_cfg, x * schedule.scale_in, extra_args=extra, callback=callback,
+                                sigmas=sigmas)
+        return sampler.func(sampler.model_wrap_cfg, x, extra_args=extra, callback=callback,
+                            timesteps=a1.ddim_timesteps(STEPS))
 
     def sample(x):
         with torch.no_grad():
