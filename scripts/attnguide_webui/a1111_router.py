@@ -221,6 +221,9 @@ class Session:
             module.forward = routed
             self.routed[layer] = routed
 
+    def posts_keys(self):
+        return [key for key, _ in self.posts]
+
     def run_state(self, key):
         """State a method keeps across the pass's steps (SEGA's momentum): one per window batch."""
         return self.runs.setdefault((self.window, key), {})

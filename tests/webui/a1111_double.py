@@ -439,14 +439,21 @@ class Processing:
         self.closed = True
 
 
-def process_images(p, x, sample):
+def process_images(p, x, sample, hires=None):
     """modules/txt2img.py:104 `with closing(p)` around processing.py:863 process_images_inner:
     scripts.process (:915), then per batch process_before_every_sampling (:1338), sampling,
-    postprocess_batch (:1017); postprocess (:1148)."""
+    with hires fix a second process_before_every_sampling (:1446, p.is_hr_pass set at :1368)
+    and pass, postprocess_batch (:1017); postprocess (:1148)."""
     with closing(p):
         p.scripts.process(p)
         p.scripts.process_before_every_sampling(p, x=x, noise=x, c=None, uc=None)
         samples = sample(x)
+        if hires is not None:
+            p.is_hr_pass = True
+            second = samples.clone()
+            p.scripts.process_before_every_sampling(p, x=second, noise=second, c=None, uc=None)
+            samples = hires(second)
+            p.is_hr_pass = False
         p.scripts.postprocess_batch(p, [samples], batch_number=0)
         p.scripts.postprocess(p, types.SimpleNamespace(images=[samples]))
     return samples

@@ -76,3 +76,24 @@ def test_unserved_sampler_is_said_and_nothing_changes(models, host, caplog):
     assert not runner.errors and torch.equal(out, plain)
     assert any("sampler plms is not served" in r.getMessage() for r in caplog.records)
     assert webui_case.leftovers(models[0], host) == []
+
+
+def test_hires_pass_policy(models, host):
+    """With hires fix every pass gets its own hooks (the first pass's are gone before the second
+    starts); Attend-and-Excite skips the second pass, SAG runs in it."""
+    from attnguide.scripts.attnguide_webui.a1111_router import SESSION_ATTR
+    noise, cond, uncond = inputs(1)
+    seen = []
+
+    def second_pass(p, sampler, sample, x):
+        session = getattr(p, SESSION_ATTR)
+        seen.append((session, type(sampler.model_wrap_cfg.__dict__.get("forward")).__name__, sorted(session.posts_keys())))
+        return sample(torch.randn_like(x))
+
+    sag = [True, 0.75, 1.0, 1.0, "m0.0", 0.0, 1.0]
+    generate(host, {TITLE: ae_args(), "Self-Attention Guidance (AttnGuide)": sag}, "euler", 7.5, 1, cond, uncond, noise,
+             hires=second_pass)
+    (session, denoiser_forward, keys), = seen
+    assert denoiser_forward == "NoneType"  # no Attend-and-Excite mover in the hires pass
+    assert keys == ["sag.0"]
+    assert session.closed and leftovers(models[0], host) == []

@@ -92,7 +92,7 @@ def a1111_schedule(kind, alphas):
 
 
 def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, noise=None, weights=None, sample_hook=None,
-             prompt="a prompt"):
+             prompt="a prompt", hires=None):
     """One txt2img generation through the scripts: args = {title: [enabled, *params]}."""
     runner = a1.ScriptRunner(h.classes)
     script_args = runner.defaults()
@@ -124,7 +124,7 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
             return sampler.launch(p, x, STEPS, STEPS, conditioning, unconditioning, run)
 
     p.sampler = sampler
-    out = a1.process_images(p, noise, sample)
+    out = a1.process_images(p, noise, sample, None if hires is None else (lambda x: hires(p, sampler, sample, x)))
     if kind == "euler":
         out = out * schedule.scale_out
     return out, p, runner
