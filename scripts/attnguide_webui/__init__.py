@@ -8,7 +8,7 @@ from .params import METHODS
 from .script import MethodScript
 from .xyz import register_axes
 
-__all__ = ["METHODS", "MethodScript", "register_axes", "host", "forge_backend"]
+__all__ = ["METHODS", "MethodScript", "register_axes", "host", "load_forge_backend"]
 
 
 def host():
@@ -20,8 +20,9 @@ def host():
     return "a1111"
 
 
-def forge_backend():
-    """forge_backend.apply(method, unet_patcher, params) -> unet_patcher, or None while absent."""
+def load_forge_backend():
+    """The module forge_backend (apply(method, unet_patcher, params) -> unet_patcher), or None
+    while this copy of the pack has none."""
     try:
         return importlib.import_module(f"{__name__}.forge_backend")
     except ModuleNotFoundError as e:

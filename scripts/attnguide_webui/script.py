@@ -61,8 +61,8 @@ def _apply_a1111(p, method, params, x):
 
 
 def _apply_forge(p, method, params):
-    from . import forge_backend
-    backend = forge_backend()
+    from . import load_forge_backend
+    backend = load_forge_backend()
     if backend is None:
         raise NotServed(f"{method}: the Forge/reForge backend of AttnGuide is not installed in this copy of the pack.")
     objects = p.sd_model.forge_objects
