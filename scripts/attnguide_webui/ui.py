@@ -10,18 +10,21 @@ def build(script, spec, is_img2img):
 
     tab = "img2img" if is_img2img else "txt2img"
     components, fields = [], []
+
+    def add(slot, param):
+        where = "" if slot is None else f"{slot + 1}_"
+        label = param.label if slot is None else f"{param.label} {slot + 1}"
+        component = _component(gr, param, f"attnguide_{spec.key}_{tab}_{where}{param.name}", label)
+        components.append(component)
+        fields.append((component, spec.infotext_key(slot, param)))
+
     with InputAccordion(False, label=spec.title, elem_id=f"attnguide_{spec.key}_{tab}") as enabled:
-        slot_box = None
-        for slot, param in spec.controls():
-            if slot is not None and param is spec.concept_params[0]:
-                slot_box = gr.Group()
-                slot_box.__enter__()
-            elem_id = f"attnguide_{spec.key}_{tab}_{'' if slot is None else f'{slot + 1}_'}{param.name}"
-            component = _component(gr, param, elem_id, f"{param.label} {slot + 1}" if slot is not None else param.label)
-            components.append(component)
-            fields.append((component, spec.infotext_key(slot, param)))
-            if slot is not None and param is spec.concept_params[-1]:
-                slot_box.__exit__(None, None, None)
+        for slot in range(spec.concept_slots):
+            with gr.Group():
+                for param in spec.concept_params:
+                    add(slot, param)
+        for param in spec.params:
+            add(None, param)
     keys = [key for _, key in fields]
     script.infotext_fields = [(enabled, lambda d, keys=keys: any(k in d for k in keys))] + fields
     script.paste_field_names = keys

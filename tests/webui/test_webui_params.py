@@ -112,3 +112,25 @@ def test_webui_layer_imports_without_a_host():
             "print(hosts); sys.exit(1 if hosts else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ui_components_follow_the_argument_order():
+    sys_path = str(Path(__file__).resolve().parent)
+    import sys
+    sys.path.insert(0, sys_path)
+    import a1111_double as a1
+    from attnguide.scripts.attnguide_webui.script import MethodScript
+    h = a1.install()
+    try:
+        for spec in webui.METHODS.values():
+            script = type("S", (MethodScript, a1.Script), {"spec": spec})()
+            components = script.ui(False)
+            assert components[0].kind == "InputAccordion" and components[0].value is False
+            assert [c.value for c in components[1:]] == [p.default for _, p in spec.controls()]
+            assert [c.kwargs["label"] for c in components[1:]] == [
+                p.label if slot is None else f"{p.label} {slot + 1}" for slot, p in spec.controls()]
+            assert [key for _, key in script.infotext_fields[1:]] == script.paste_field_names == [
+                spec.infotext_key(slot, p) for slot, p in spec.controls()]
+            assert all(c.kwargs["info"] for c in components[1:])
+    finally:
+        a1.uninstall(h)
