@@ -78,26 +78,33 @@ def _restore(sampler, ours, original):
         sampler.func = original
 
 
-def text_model(sd_model):
-    """The prompt's CLIP text model wrapper (modules/sd_hijack_clip.py FrozenCLIPEmbedderWithCustomWords)."""
-    model = getattr(sd_model, "cond_stage_model", None)
-    return model if model is not None else sd_model.conditioner.embedders[0]
-
-
 def word_positions(sd_model, prompt, words):
     """Token positions of the words in the prompt as A1111 tokenizes it: 77-token chunks,
-    <|startoftext|> at 0 of each (sd_hijack_clip.py:81 tokenize_line)."""
-    model = text_model(sd_model)
-    tokenizer = model.wrapped.tokenizer
+    <|startoftext|> at 0 of each (modules/sd_hijack_clip.py:81 tokenize_line) by the prompt's
+    text model (sd_model.cond_stage_model; for SDXL its CLIP-L embedder, sd_hijack.py:228)."""
+    model = sd_model.cond_stage_model
+    piece = _pieces(model)
     chunks, _ = model.tokenize_line(prompt)
     tokens = []
     for c, chunk in enumerate(chunks):
         for j, token in enumerate(chunk.tokens[1:], start=1):
             if token == model.id_end:
                 break
-            tokens.append((c * len(chunk.tokens) + j, token, tokenizer.convert_ids_to_tokens(token)))
+            tokens.append((c * len(chunk.tokens) + j, token, piece(token)))
     return match_words(tokens, words, lambda name: model.tokenize([name])[0],
                        " (the words are looked up in the positive prompt)")
+
+
+def _pieces(model):
+    """id -> BPE piece ('cat</w>'), for naming the prompt's words in an error."""
+    tokenizer = getattr(model.wrapped, "tokenizer", None)
+    if tokenizer is not None:  # CLIP (transformers' CLIPTokenizer)
+        return tokenizer.convert_ids_to_tokens
+    try:  # OpenCLIP (SD2.x): sd_hijack_open_clip.py tokenizes with open_clip's _tokenizer
+        from open_clip.tokenizer import _tokenizer
+        return lambda token: _tokenizer.decoder.get(token, "?")
+    except ImportError:
+        return lambda token: "?"
 
 
 class _Measured(Exception):

@@ -44,7 +44,7 @@ def test_attend_excite_script_equals_core(models, host, kind, batch):
 
 def test_words_are_found_with_the_prompts_tokenizer(models, host):
     words = ["a", "cat", "and", "a2", "frog"]
-    host.shared.sd_model.cond_stage_model = a1.TextModel(words)
+    host.shared.sd_model.cond_stage_model = a1.TextModel(words)  # SD1: FrozenCLIPEmbedderWithCustomWords
     noise, cond, uncond = inputs(1)
     by_words, _, r1 = generate(host, {TITLE: ae_args(words="cat, frog", indices="")}, "euler", 7.5, 1, cond, uncond,
                                noise, prompt="a cat and a2 frog")
