@@ -238,3 +238,26 @@ def test_bad_layer_is_reported_and_nothing_is_hooked(models, host):
     assert hook == "process_before_every_sampling" and "layer: 'm7' names no attention layer" in str(error)
     assert "Valid layers" in str(error)
     assert leftovers(models[0], host) == []
+
+
+def test_skipped_uncond_rows_keep_the_layout(models, host):
+    """A1111's NGMS (s_min_uncond) drops the uncond rows of every other step after the callback
+    (sd_samplers_cfg_denoiser.py:224-231): PAG's rows in the middle survive, SAG finds its
+    uncond capture missing there and leaves the step alone; nothing fails, nothing is left."""
+    import types
+    noise, cond, uncond = inputs(1)
+    base = a1.Processing.__init__
+
+    def with_ngms(self, *a, **kw):
+        base(self, *a, **kw)
+        self.s_min_uncond = 100.0
+
+    a1.Processing.__init__ = with_ngms
+    try:
+        ours, _, runner = generate(host, {SAG_TITLE: sag_args(), PAG_TITLE: pag_args()}, "euler", 7.5, 1, cond, uncond, noise)
+        off, _, _ = generate(host, {}, "euler", 7.5, 1, cond, uncond, noise)
+    finally:
+        a1.Processing.__init__ = base
+    assert not runner.errors and not host.callbacks.errors, (runner.errors, host.callbacks.errors)
+    assert torch.isfinite(ours).all() and td.relative(ours, off) >= MIN_EFFECT
+    assert leftovers(models[0], host) == []
