@@ -24,7 +24,8 @@ from ...guidance.excite_inputs import match_words, parse_indices, parse_step, pa
 from ...guidance.latent_update import moved_latent_denoised
 from ...guidance.schedule import step_index
 from .a1111_methods import NotServed
-from .a1111_router import attn1_module, make_condition_dict, take_rows
+from .a1111_router import attn1_module
+from .a1111_step import make_condition_dict, take_rows
 from .a1111_space import space_for
 
 TITLE = "Attend-and-Excite (AttnGuide)"

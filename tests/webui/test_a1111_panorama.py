@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytest.importorskip("ldm.modules.diffusionmodules.openaimodel", reason="needs stable-diffusion-sdkit (ships A1111's ldm)")
 pytest.importorskip("diffusers", reason="the reference needs diffusers")
@@ -14,7 +13,6 @@ pytest.importorskip("diffusers", reason="the reference needs diffusers")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, leftovers, models, td)  # noqa: E402,F401
 from test_panorama_vs_diffusers import windowed_sample  # noqa: E402
-from attnguide.guidance import panorama as pano  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 TITLE = "MultiDiffusion Panorama (AttnGuide)"

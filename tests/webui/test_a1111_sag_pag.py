@@ -244,7 +244,6 @@ def test_skipped_uncond_rows_keep_the_layout(models, host):
     """A1111's NGMS (s_min_uncond) drops the uncond rows of every other step after the callback
     (sd_samplers_cfg_denoiser.py:224-231): PAG's rows in the middle survive, SAG finds its
     uncond capture missing there and leaves the step alone; nothing fails, nothing is left."""
-    import types
     noise, cond, uncond = inputs(1)
     base = a1.Processing.__init__
 

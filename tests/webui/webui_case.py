@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import a1111_double as a1  # noqa: E402
 import tiny_diffusers as td  # noqa: E402
-from sigma_host import Cond, SigmaHost, SigmaSchedule, ddim_schedule, host_layers  # noqa: E402
-from test_sag_pag_vs_diffusers import pag_method, sag_method  # noqa: E402
+from sigma_host import Cond, SigmaHost, SigmaSchedule, ddim_schedule, host_layers  # noqa: E402,F401 (re-exported)
+from test_sag_pag_vs_diffusers import pag_method, sag_method  # noqa: E402,F401 (re-exported)
 
-from attnguide.attention.layers import parse_layers  # noqa: E402
+from attnguide.attention.layers import parse_layers  # noqa: E402,F401 (re-exported)
 from attnguide.attention.router import Router  # noqa: E402
 
 TOLERANCE, MIN_EFFECT, STEPS, TOKENS = 1e-4, 1e-3, 4, 8
