@@ -72,7 +72,7 @@ def close_session(p):
 
 class _CloseSessionFirst:
     """p.close() that closes the session first; A1111 closes p in a `with closing(p)` around
-    the whole generation (modules/txt2img.py:104, img2img.py:226, api.py), also on error."""
+    the whole generation (modules/txt2img.py:105, img2img.py:225, api/api.py:468/538), also on error."""
 
     def __init__(self, p, original):
         self.p, self.original = p, original

@@ -122,7 +122,7 @@ class StepData:
 
 def make_condition_dict(sd_model, text, image_cond):
     """The cond argument of the inner model, as CFGDenoiser.forward builds it
-    (modules/sd_samplers_cfg_denoiser.py:184-192)."""
+    (modules/sd_samplers_cfg_denoiser.py:192-200)."""
     if sd_model.model.conditioning_key == "crossattn-adm":
         return {"c_crossattn": [text], "c_adm": image_cond}  # uncond rows already hold zeros there
     if isinstance(text, dict):

@@ -253,7 +253,7 @@ class CFGDenoiser(torch.nn.Module):
                 denoised[i] += (x_out[cond_index] - denoised_uncond[i]) * (weight * cond_scale)
         return denoised
 
-    def get_pred_x0(self, x_in, x_out, sigma):  # :92
+    def get_pred_x0(self, x_in, x_out, sigma):  # :90
         return x_out
 
     def forward(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
@@ -261,7 +261,7 @@ class CFGDenoiser(torch.nn.Module):
         uncond = reconstruct_cond_batch(uncond, self.step)                  # :169
         batch_size = len(conds_list)
         repeats = [len(conds_list[i]) for i in range(batch_size)]
-        make_condition_dict = lambda c_crossattn, c_concat: {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}  # :190
+        make_condition_dict = lambda c_crossattn, c_concat: {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}  # :192-200
         x_in = torch.cat([torch.stack([x[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [x])              # :203
         sigma_in = torch.cat([torch.stack([sigma[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [sigma])
         image_cond_in = torch.cat([torch.stack([image_cond[i] for _ in range(n)]) for i, n in enumerate(repeats)] + [image_cond])
@@ -440,7 +440,7 @@ class Processing:
 
 
 def process_images(p, x, sample, hires=None):
-    """modules/txt2img.py:104 `with closing(p)` around processing.py:863 process_images_inner:
+    """modules/txt2img.py:105 `with closing(p)` around processing.py:863 process_images_inner:
     scripts.process (:915), then per batch process_before_every_sampling (:1338), sampling,
     with hires fix a second process_before_every_sampling (:1446, p.is_hr_pass set at :1368)
     and pass, postprocess_batch (:1017); postprocess (:1148)."""
