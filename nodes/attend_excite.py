@@ -22,7 +22,7 @@ from ..guidance.latent_update import moved_latent_denoised
 from ..guidance.schedule import step_index
 from . import common
 from .comfy_api_compat import io
-from .excite_inputs import parse_step, parse_thresholds, resolve
+from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
 
