@@ -1,0 +1,29 @@
+"""Forge / reForge backend of the WebUI scripts: apply(method, unet_patcher, params) -> a patched clone.
+
+params are the ComfyUI node's execute() inputs (same names, same defaults; see forge_params),
+plus what only the WebUI knows: "sigmas" (the run's schedule; Forge puts none in the model
+options) and, for methods that read text, "encode". The input patcher is never changed.
+Use it in Script.process_before_every_sampling:
+    unet = forge_backend.apply("pag", p.sd_model.forge_objects.unet, {...})
+    p.sd_model.forge_objects.unet = unet
+"""
+from .forge_params import resolve
+from .forge_pag import apply_pag
+from .forge_sag import apply_sag
+
+METHODS = ("sag", "pag", "sega", "attend_excite", "panorama")
+
+
+def apply(method, unet_patcher, params=None):
+    params = dict(params or {})
+    if method == "sag":
+        p = resolve("sag", params)
+        return apply_sag(unet_patcher, p["scale"], p["blur_sigma"], p["threshold"], p["layer"],
+                         p["start_percent"], p["end_percent"], p["sigmas"])
+    if method == "pag":
+        p = resolve("pag", params)
+        return apply_pag(unet_patcher, p["scale"], p["adaptive_scale"], p["layers"], p["rescale"],
+                         p["start_percent"], p["end_percent"], p["sigmas"])
+    if method in METHODS:
+        raise NotImplementedError(f"{method}: not available on Forge/reForge yet")
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
