@@ -10,6 +10,7 @@ Use it in Script.process_before_every_sampling:
 from .forge_params import resolve
 from .forge_pag import apply_pag
 from .forge_sag import apply_sag
+from .forge_sega import apply_sega
 
 METHODS = ("sag", "pag", "sega", "attend_excite", "panorama")
 
@@ -24,6 +25,9 @@ def apply(method, unet_patcher, params=None):
         p = resolve("pag", params)
         return apply_pag(unet_patcher, p["scale"], p["adaptive_scale"], p["layers"], p["rescale"],
                          p["start_percent"], p["end_percent"], p["sigmas"])
+    if method == "sega":
+        p = resolve("sega", params)
+        return apply_sega(unet_patcher, p["concepts"], p["momentum_scale"], p["momentum_beta"], p["encode"], p["sigmas"])
     if method in METHODS:
         raise NotImplementedError(f"{method}: not available on Forge/reForge yet")
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

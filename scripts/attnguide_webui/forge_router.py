@@ -34,6 +34,14 @@ def step_context(model_options):
     return model_options.get("transformer_options", {}).get(STEP_KEY)
 
 
+def warn_once(ctx, message):
+    """Log `message` once per generation."""
+    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
+    if message not in seen:
+        seen.add(message)
+        _LOG.warning(message)
+
+
 def host(model_options):
     return model_options["transformer_options"][HOST_KEY]
 
