@@ -1,0 +1,78 @@
+"""The Forge backend on a real Forge (FORGE_PATH): Forge's UNet, UnetPatcher, KModel and sampling
+functions (tests/forge_host.py) with a ComfyUI tiny model's weights; the result must equal the
+ComfyUI nodes on the same weights, noise and sigmas (COMFYUI_PATH too)."""
+import pytest
+import torch
+
+import comfy_host as H
+import forge_host as FH
+from test_forge_sag_pag import pag_node, rel, sag_node
+from test_forge_sega import build, sega_node
+
+STEPS = 5
+
+
+@pytest.fixture(scope="module", params=["sd1", "sdxl"])
+def pair(request, comfy):
+    FH.require_forge()
+    comfy_model = {"sd1": H.tiny_sd1, "sdxl": H.tiny_sdxl}[request.param]()
+    config = dict(H.SD1_UNET if request.param == "sd1" else {**H.SDXL_UNET, "num_head_channels": 16})
+    return comfy_model, FH.unet_patcher(comfy_model, config)
+
+
+def apply(method, patcher, sigmas, **params):
+    from attnguide.scripts.attnguide_webui import forge_backend
+    return forge_backend.apply(method, patcher, {**params, "sigmas": sigmas})
+
+
+def both(pair, forge_patch, comfy_patch, cfg=5.0, batch=1, shape=(16, 16)):
+    """(Forge run with the backend, ComfyUI run with the nodes, ComfyUI run without)."""
+    import comfy.sample
+    import forge_double as F
+    comfy_model, patcher = pair
+    pos, neg = H.conds(comfy_model, batch)
+    latent = torch.zeros(batch, 4, *shape)
+    sigmas = F.schedule(comfy_model, STEPS)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    forged = FH.sample_euler(forge_patch(patcher, sigmas), noise, sigmas, FH.a1111_cond(pos, comfy_model),
+                             FH.a1111_cond(neg, comfy_model), cfg)
+    forged = comfy_model.model.process_latent_out(forged)
+    sample = lambda m: H.sample(m, pos, neg, latent, steps=STEPS, cfg=cfg)
+    return forged, sample(comfy_patch(comfy_model)), sample(comfy_model)
+
+
+def test_plain_forge_equals_plain_comfyui(pair):
+    forged, _, plain = both(pair, lambda p, s: p, lambda m: m)
+    assert rel(forged, plain) <= 1e-5
+
+
+def test_sag_on_forge_equals_node(pair):
+    forged, ref, plain = both(pair, lambda p, s: apply("sag", p, s), sag_node)
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
+
+
+def test_pag_on_forge_equals_node(pair):
+    forged, ref, plain = both(pair, lambda p, s: apply("pag", p, s, adaptive_scale=0.002, rescale=0.5),
+                              lambda m: pag_node(m, adaptive_scale=0.002, rescale=0.5))
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
+
+
+@pytest.mark.parametrize("cfg", [1.0, 5.0])
+def test_sega_sag_pag_stacked_on_forge_equal_nodes(pair, cfg):
+    comfy_model, _ = pair
+    stack, dicts = build(comfy_model)
+    forge_patch = lambda p, s: apply("sag", apply("sega", apply("pag", p, s), s, concepts=dicts, momentum_scale=0.3), s)
+    comfy_patch = lambda m: sag_node(sega_node(pag_node(m), stack))
+    forged, ref, plain = both(pair, forge_patch, comfy_patch, cfg=cfg, batch=2, shape=(13, 19))
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
+
+
+def test_forge_input_patcher_untouched(pair):
+    _, patcher = pair
+    before = dict(patcher.model_options), dict(patcher.model_options["transformer_options"])
+    patched = apply("pag", apply("sag", patcher, None), None)
+    assert type(patched).__module__ == "backend.patcher.unet" and patched is not patcher
+    assert (dict(patcher.model_options), dict(patcher.model_options["transformer_options"])) == before
