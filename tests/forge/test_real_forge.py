@@ -1,23 +1,29 @@
-"""The Forge backend on a real Forge (FORGE_PATH): Forge's UNet, UnetPatcher, KModel and sampling
-functions (tests/forge_host.py) with a ComfyUI tiny model's weights; the result must equal the
-ComfyUI nodes on the same weights, noise and sigmas (COMFYUI_PATH too)."""
+"""The Forge backend on a real Forge (FORGE_PATH; tests/forge_host.py: Forge's UNet, KModel,
+UnetPatcher and sampling functions) and a real reForge (REFORGE_PATH; tests/reforge_host.py:
+its ldm_patched model, UnetPatcher and sampling_function), each with a ComfyUI tiny model's
+weights: the result must equal the ComfyUI nodes on the same weights, noise and sigmas
+(COMFYUI_PATH too)."""
 import pytest
 import torch
 
 import comfy_host as H
 import forge_host as FH
+import reforge_host as RH
 from test_forge_sag_pag import pag_node, rel, sag_node
 from test_forge_sega import build, sega_node
 
 STEPS = 5
 
 
-@pytest.fixture(scope="module", params=["sd1", "sdxl"])
+@pytest.fixture(scope="module", params=["forge-sd1", "forge-sdxl", "reforge-sd1", "reforge-sdxl"])
 def pair(request, comfy):
-    FH.require_forge()
-    comfy_model = {"sd1": H.tiny_sd1, "sdxl": H.tiny_sdxl}[request.param]()
-    config = dict(H.SD1_UNET if request.param == "sd1" else {**H.SDXL_UNET, "num_head_channels": 16})
-    return comfy_model, FH.unet_patcher(comfy_model, config)
+    host, kind = request.param.split("-")
+    (FH.require_forge if host == "forge" else RH.require_reforge)()
+    comfy_model = {"sd1": H.tiny_sd1, "sdxl": H.tiny_sdxl}[kind]()
+    config = dict(H.SD1_UNET if kind == "sd1" else H.SDXL_UNET)
+    if host == "forge":
+        return comfy_model, FH.unet_patcher(comfy_model, {**config, "num_head_channels": 16} if kind == "sdxl" else config), FH
+    return comfy_model, RH.unet_patcher(comfy_model, kind, config), RH
 
 
 def apply(method, patcher, sigmas, **params):
@@ -29,12 +35,12 @@ def both(pair, forge_patch, comfy_patch, cfg=5.0, batch=1, shape=(16, 16)):
     """(Forge run with the backend, ComfyUI run with the nodes, ComfyUI run without)."""
     import comfy.sample
     import forge_double as F
-    comfy_model, patcher = pair
+    comfy_model, patcher, host = pair
     pos, neg = H.conds(comfy_model, batch)
     latent = torch.zeros(batch, 4, *shape)
     sigmas = F.schedule(comfy_model, STEPS)
     noise = comfy.sample.prepare_noise(latent, 0)
-    forged = FH.sample_euler(forge_patch(patcher, sigmas), noise, sigmas, FH.a1111_cond(pos, comfy_model),
+    forged = host.sample_euler(forge_patch(patcher, sigmas), noise, sigmas, FH.a1111_cond(pos, comfy_model),
                              FH.a1111_cond(neg, comfy_model), cfg)
     forged = comfy_model.model.process_latent_out(forged)
     sample = lambda m: H.sample(m, pos, neg, latent, steps=STEPS, cfg=cfg)
@@ -61,7 +67,7 @@ def test_pag_on_forge_equals_node(pair):
 
 @pytest.mark.parametrize("cfg", [1.0, 5.0])
 def test_sega_sag_pag_stacked_on_forge_equal_nodes(pair, cfg):
-    comfy_model, _ = pair
+    comfy_model = pair[0]
     stack, dicts = build(comfy_model)
     forge_patch = lambda p, s: apply("sag", apply("sega", apply("pag", p, s), s, concepts=dicts, momentum_scale=0.3), s)
     comfy_patch = lambda m: sag_node(sega_node(pag_node(m), stack))
@@ -71,8 +77,9 @@ def test_sega_sag_pag_stacked_on_forge_equal_nodes(pair, cfg):
 
 
 def test_forge_input_patcher_untouched(pair):
-    _, patcher = pair
+    patcher = pair[1]
     before = dict(patcher.model_options), dict(patcher.model_options["transformer_options"])
     patched = apply("pag", apply("sag", patcher, None), None)
-    assert type(patched).__module__ == "backend.patcher.unet" and patched is not patcher
+    assert type(patched) is type(patcher) and patched is not patcher
+    assert type(patched).__module__ in ("backend.patcher.unet", "modules_forge.unet_patcher")
     assert (dict(patcher.model_options), dict(patcher.model_options["transformer_options"])) == before
