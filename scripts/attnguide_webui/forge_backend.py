@@ -9,6 +9,7 @@ Use it in Script.process_before_every_sampling:
 """
 from .forge_params import resolve
 from .forge_pag import apply_pag
+from .forge_panorama import apply_panorama
 from .forge_sag import apply_sag
 from .forge_sega import apply_sega
 
@@ -28,6 +29,10 @@ def apply(method, unet_patcher, params=None):
     if method == "sega":
         p = resolve("sega", params)
         return apply_sega(unet_patcher, p["concepts"], p["momentum_scale"], p["momentum_beta"], p["encode"], p["sigmas"])
+    if method == "panorama":
+        p = resolve("panorama", params)
+        return apply_panorama(unet_patcher, p["window_width"], p["window_height"], p["stride"], p["wrap"],
+                              p["weights"], p["window_batch"], p["sigmas"])
     if method in METHODS:
         raise NotImplementedError(f"{method}: not available on Forge/reForge yet")
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

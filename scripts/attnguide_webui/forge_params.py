@@ -8,6 +8,8 @@ DEFAULTS = {
     "pag": {"scale": 3.0, "adaptive_scale": 0.0, "layers": "m0", "rescale": 0.0,
             "start_percent": 0.0, "end_percent": 1.0},
     "sega": {"concepts": None, "momentum_scale": 0.1, "momentum_beta": 0.4},
+    "panorama": {"window_width": 0, "window_height": 0, "stride": 64, "wrap": "none", "weights": "uniform",
+                 "window_batch": 4},
 }
 CONCEPT_DEFAULTS = {"prompt": "", "direction": "add", "scale": 5.0, "warmup": 10, "cooldown": -1,
                     "timing": "steps", "threshold": 0.9, "weight": 1.0, "conditioning": None}

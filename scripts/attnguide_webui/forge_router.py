@@ -134,18 +134,21 @@ class Rows:
 
 
 class UnetWrapper:
-    """model_function_wrapper: the extra rows join the step's first call with the cond rows."""
+    """model_function_wrapper: the extra rows join the step's first call with the cond rows. A tiler
+    (panorama) gets every call after that, extra rows included: tiler(call, args) -> output."""
 
-    def __init__(self, previous):
-        self.previous = previous
+    def __init__(self, previous, tiler=None):
+        self.previous, self.tiler = previous, tiler
 
     def __deepcopy__(self, memo):
         return self
 
     def _call(self, apply_model, args):
         if self.previous is not None:
-            return self.previous(apply_model, args)
-        return apply_model(args["input"], args["timestep"], **args["c"])
+            call = lambda a: self.previous(apply_model, a)
+        else:
+            call = lambda a: apply_model(a["input"], a["timestep"], **a["c"])
+        return call(args) if self.tiler is None else self.tiler(call, args)
 
     def __call__(self, apply_model, args):
         c = args["c"]
@@ -215,18 +218,31 @@ def _extended(args, roles, labels, picks, total):
         else:
             new_c[name] = grow(value)
     all_labels = labels + [len(roles) - len(picks) + i for i in range(len(picks))]
-    to = {**c["transformer_options"], ROLES_KEY: roles, "cond_or_uncond": all_labels}
-    if isinstance(to.get("uuids"), list) and len(to["uuids"]) == len(labels):
-        to["uuids"] = to["uuids"] + [to["uuids"][labels.index(spec.label)] for _, spec in picks]
+    to = {**c["transformer_options"], ROLES_KEY: roles}
+    uuids = to.get("uuids")
+    if isinstance(uuids, list) and len(uuids) == len(labels):
+        to["uuids"] = uuids + [uuids[labels.index(spec.label)] for _, spec in picks]
+    new_c["transformer_options"] = relabelled(to, all_labels)
+    return {**args, "input": grow(args["input"]), "timestep": grow(args["timestep"]), "c": new_c,
+            "cond_or_uncond": all_labels}
+
+
+def relabelled(to, labels):
+    """transformer_options for a call whose chunks are `labels`, with what Forge derives from them."""
+    to = {**to, "cond_or_uncond": list(labels)}
     sigmas = to.get("sigmas")
     if isinstance(sigmas, torch.Tensor) and "cond_mark" in to:  # Forge keeps these beside cond_or_uncond
         b = sigmas.shape[0]
-        to["cond_mark"] = torch.tensor([float(l) for l in all_labels for _ in range(b)]).to(sigmas)
-        to["cond_indices"] = [i * b + r for i, l in enumerate(all_labels) if l == COND_LABEL for r in range(b)]
-        to["uncond_indices"] = [i * b + r for i, l in enumerate(all_labels) if l != COND_LABEL for r in range(b)]
-    new_c["transformer_options"] = to
-    return {**args, "input": grow(args["input"]), "timestep": grow(args["timestep"]), "c": new_c,
-            "cond_or_uncond": all_labels}
+        to["cond_mark"] = torch.tensor([float(l) for l in labels for _ in range(b)]).to(sigmas)
+        to["cond_indices"] = [i * b + r for i, l in enumerate(labels) if l == COND_LABEL for r in range(b)]
+        to["uncond_indices"] = [i * b + r for i, l in enumerate(labels) if l != COND_LABEL for r in range(b)]
+    return to
+
+
+def set_tiler(patcher, tiler):
+    """Give `patcher`'s (a clone with the router installed) UNet calls to `tiler` (see UnetWrapper)."""
+    current = patcher.model_options["model_function_wrapper"]
+    patcher.model_options["model_function_wrapper"] = UnetWrapper(current.previous, tiler)
 
 
 def _cat_tokens(parts):

@@ -1,6 +1,6 @@
 """Self-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sag.py)."""
 from ...attention.math import attention_with_key_mass
-from ...attention.router import COND, UNCOND, AttentionHook, Method
+from ...attention.router import COND, ROUTER_KEY, UNCOND, AttentionHook, Method
 from ...guidance import sag
 from ...guidance.schedule import Schedule
 from .forge_params import layers_of, method_key
@@ -13,6 +13,10 @@ def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_p
         raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
                          f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
     schedule = Schedule(start_percent, end_percent)
+    router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
+    if router is not None and any(m.key.startswith("panorama.") for m in router.methods):
+        raise ValueError("Self-Attention Guidance cannot run together with the panorama on Forge/reForge (it needs "
+                         "one attention map per image; the panorama evaluates windows). Turn one of them off.")
     m = patcher.clone()
     if scale == 0:
         return m

@@ -76,6 +76,16 @@ def test_sega_sag_pag_stacked_on_forge_equal_nodes(pair, cfg):
     assert rel(plain, ref) >= 1e-3
 
 
+def test_panorama_with_pag_on_forge_equals_nodes(pair):
+    from test_forge_panorama import panorama_node
+    params = dict(window_width=128, window_height=128, stride=64, wrap="horizontal", weights="feathered", window_batch=3)
+    forge_patch = lambda p, s: apply("panorama", apply("pag", p, s), s, **params)
+    comfy_patch = lambda m: panorama_node(pag_node(m), weights="feathered", batch=3)
+    forged, ref, plain = both(pair, forge_patch, comfy_patch, shape=(16, 40))
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
+
+
 def test_forge_input_patcher_untouched(pair):
     patcher = pair[1]
     before = dict(patcher.model_options), dict(patcher.model_options["transformer_options"])
