@@ -8,6 +8,7 @@ Use it in Script.process_before_every_sampling:
     p.sd_model.forge_objects.unet = unet
 """
 from .forge_params import resolve
+from .forge_attend_excite import apply_attend_excite
 from .forge_pag import apply_pag
 from .forge_panorama import apply_panorama
 from .forge_sag import apply_sag
@@ -33,6 +34,10 @@ def apply(method, unet_patcher, params=None):
         p = resolve("panorama", params)
         return apply_panorama(unet_patcher, p["window_width"], p["window_height"], p["stride"], p["wrap"],
                               p["weights"], p["window_batch"], p["sigmas"])
-    if method in METHODS:
-        raise NotImplementedError(f"{method}: not available on Forge/reForge yet")
+    if method == "attend_excite":
+        p = resolve("attend_excite", params)
+        return apply_attend_excite(unet_patcher, p["prompt"], p["words"], p["max_excite_steps"], p["thresholds"],
+                                   p["scale_factor"], p["scale_range_start"], p["scale_range_end"],
+                                   p["max_refinement_iterations"], p["smoothing_sigma"], p["attention_downscale"],
+                                   p["token_indices"], p["tokenize"], p["sigmas"])
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

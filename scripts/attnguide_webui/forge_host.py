@@ -5,10 +5,13 @@ the stand-in the tests use for ldm_patched) name them differently:
   attention(q, k, v, heads)         the host's attention kernel (host layout, heads merged)
   calc(model, conds, x, sigma, mo)  one model call for a list of cond lists (None = skipped)
   timestep(model, sigma)            the model's timestep for a sigma (PAG's adaptive scale)
+  input_scale(model, sigma)         c_in: the model sees c_in * x (Attend-and-Excite's update)
 The host is picked by the module the patcher's class lives in, never by what happens to
 be importable, so a process holding two hosts still talks to the right one.
 """
 import importlib
+
+import torch
 
 _HOSTS = {"backend": "forge", "modules_forge": "reforge", "ldm_patched": "reforge", "comfy": "comfyui"}
 
@@ -39,11 +42,21 @@ class Host:
 
     @staticmethod
     def timestep(model, sigma):
-        sampling = getattr(model, "model_sampling", None) or getattr(model, "predictor")
-        return sampling.timestep(sigma)
+        return _sampling(model).timestep(sigma)
+
+    @staticmethod
+    def input_scale(model, sigma):
+        """c_in at sigma: the model sees c_in * x."""
+        return float(_sampling(model).calculate_input(sigma.float(), torch.ones(1, 1, 1, 1)).flatten()[0])
 
     def __deepcopy__(self, memo):
         return self
+
+
+def _sampling(model):
+    """ComfyUI/reForge BaseModel.model_sampling or Forge KModel.predictor."""
+    sampling = getattr(model, "model_sampling", None)
+    return sampling if sampling is not None else model.predictor
 
 
 def host_of(patcher):

@@ -29,6 +29,9 @@ def forbid_sag(router):
     if router is not None and any(m.key.startswith("sag.") for m in router.methods):
         raise ValueError("Panorama: Self-Attention Guidance cannot run together with the panorama on Forge/reForge "
                          "(it needs one attention map per image; the panorama evaluates windows). Turn one of them off.")
+    if router is not None and any(m.key.startswith("excite.") for m in router.methods):
+        raise ValueError("Panorama: Attend-and-Excite cannot run together with the panorama on Forge/reForge. "
+                         "Turn one of them off.")
 
 
 def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None):

@@ -8,14 +8,19 @@ DEFAULTS = {
     "pag": {"scale": 3.0, "adaptive_scale": 0.0, "layers": "m0", "rescale": 0.0,
             "start_percent": 0.0, "end_percent": 1.0},
     "sega": {"concepts": None, "momentum_scale": 0.1, "momentum_beta": 0.4},
+    "attend_excite": {"prompt": "", "words": "", "max_excite_steps": "25", "thresholds": "0: 0.05, 10: 0.5, 20: 0.8",
+                      "scale_factor": 20.0, "scale_range_start": 1.0, "scale_range_end": 0.5,
+                      "max_refinement_iterations": 20, "smoothing_sigma": 0.5, "attention_downscale": 4,
+                      "token_indices": ""},
     "panorama": {"window_width": 0, "window_height": 0, "stride": 64, "wrap": "none", "weights": "uniform",
                  "window_batch": 4},
 }
 CONCEPT_DEFAULTS = {"prompt": "", "direction": "add", "scale": 5.0, "warmup": 10, "cooldown": -1,
                     "timing": "steps", "threshold": 0.9, "weight": 1.0, "conditioning": None}
 # Not node inputs: what only the WebUI knows. sigmas: the run's schedule (tensor, or a callable
-# returning it when the run starts); encode: texts -> conditioning like sd_model.get_learned_conditioning.
-HOST_PARAMS = {"sigmas": None, "encode": None}
+# returning it when the run starts); encode: texts -> conditioning like sd_model.get_learned_conditioning;
+# tokenize: text -> [(position, token id, piece)] of its text tokens (Attend-and-Excite's words).
+HOST_PARAMS = {"sigmas": None, "encode": None, "tokenize": None}
 
 
 def resolve(method, params, defaults=None):

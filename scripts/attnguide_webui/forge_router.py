@@ -46,6 +46,14 @@ def host(model_options):
     return model_options["transformer_options"][HOST_KEY]
 
 
+def schedule_of(model_options):
+    """The sigmas of the run in progress (None where neither the host nor the script gave them)."""
+    to = model_options.get("transformer_options", {})
+    sigmas = to.get("sample_sigmas")
+    runs = to.get(RUNS_KEY)
+    return sigmas if sigmas is not None or runs is None else runs.schedule
+
+
 def install(patcher, method, sigmas=None):
     """Add `method` (attention.router.Method) to the router of `patcher` (a clone).
     sigmas: the run's schedule (a tensor/list, or a callable returning one at the start of each
@@ -107,10 +115,7 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
     if router is None or runs is None:
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
     state = runs.at(timestep)
-    sigmas = to.get("sample_sigmas")
-    if sigmas is None:
-        sigmas = runs.schedule
-    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
+    ctx = router.begin_step(timestep, schedule_of(model_options), float(cond_scale))
     ctx.run = state
     to = {**to, STEP_KEY: ctx}
     replaces = to.get("patches_replace", {}).get("attn1", {})

@@ -86,6 +86,19 @@ def test_panorama_with_pag_on_forge_equals_nodes(pair):
     assert rel(plain, ref) >= 1e-3
 
 
+def test_attend_excite_with_pag_on_forge_equals_nodes(pair):
+    from test_forge_attend_excite import ARGS, excite_node
+    args = {**ARGS, "attention_downscale": 2}
+    forge_patch = lambda p, s: apply("pag", apply("attend_excite", p, s, **args), s, rescale=0.7)
+    comfy_patch = lambda m: pag_node(excite_node(m, attention_downscale=2), rescale=0.7)
+    forged, ref, plain = both(pair, forge_patch, comfy_patch, batch=2)
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
+    unet = pair[1].model.diffusion_model
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in unet.modules())  # Forge's norm copies are gone
+    assert not any(p.grad is not None for p in unet.parameters())
+
+
 def test_forge_input_patcher_untouched(pair):
     patcher = pair[1]
     before = dict(patcher.model_options), dict(patcher.model_options["transformer_options"])
