@@ -115,8 +115,13 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
     if router is None or runs is None:
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
     state = runs.at(timestep)
-    ctx = router.begin_step(timestep, schedule_of(model_options), float(cond_scale))
+    sigmas = schedule_of(model_options)
+    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
     ctx.run = state
+    if sigmas is None:
+        warn_once(ctx, "attnguide: the sampler's sigmas are unknown (a timestep sampler, or the script passed no "
+                       "'sigmas'): every evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
+                       "Attend-and-Excite's steps do not advance.")
     to = {**to, STEP_KEY: ctx}
     replaces = to.get("patches_replace", {}).get("attn1", {})
     foreign = {}
