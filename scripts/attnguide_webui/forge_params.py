@@ -1,6 +1,7 @@
 """Parameters of the Forge backend: the ComfyUI node's execute() inputs, same names and defaults,
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
 from ...attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
+from ...attention.router import ROUTER_KEY
 
 DEFAULTS = {
     "sag": {"scale": 0.75, "blur_sigma": 1.0, "threshold": 1.0, "layer": "m0.0",
@@ -44,6 +45,5 @@ def layers_of(patcher, text, input_name, title):
 
 
 def method_key(patcher, name):
-    from ...attention.router import ROUTER_KEY
     router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
     return f"{name}.{len(router.methods) if router else 0}"
