@@ -36,27 +36,46 @@ def test_schedules_of_txt2img_img2img_and_hires():
     assert webui().schedule(timestep) is None
 
 
+class WordTokenizer:
+    """A word-level stand-in for the CLIP tokenizer: ids 0/1/2 are start/end/pad, 'giraffe' is two pieces."""
+    bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
+
+    def __init__(self):
+        self.pieces = ["<|startoftext|>", "<|endoftext|>", "<pad>"]
+
+    def ids(self, text):
+        out = []
+        for word in text.split():
+            for piece in (["gir", "affe</w>"] if word == "giraffe" else [word + "</w>"]):
+                if piece not in self.pieces:
+                    self.pieces.append(piece)
+                out.append(self.pieces.index(piece))
+        return out
+
+    def convert_ids_to_tokens(self, token):
+        return self.pieces[token]
+
+
 def test_tokenize_keeps_the_chunk_layout():
-    from reference.tiny_clip import tokenizer as tiny_tokenizer
-    hf = tiny_tokenizer()
+    hf = WordTokenizer()
 
     class Engine:  # Forge's ClassicTextProcessingEngine.tokenize_line layout, 3-token chunks
         id_start, id_end, id_pad = hf.bos_token_id, hf.eos_token_id, hf.pad_token_id
         tokenizer = hf
 
         def tokenize_line(self, line):
-            ids = hf(line, add_special_tokens=False)["input_ids"]
+            ids = hf.ids(line)
             chunks = [ids[i:i + 3] for i in range(0, len(ids), 3)]
             return [types.SimpleNamespace(tokens=[self.id_start] + c + [self.id_end] * (3 - len(c)) + [self.id_end])
                     for c in chunks], len(ids)
 
     tokenize = webui().tokenizer(types.SimpleNamespace(text_processing_engine=Engine()))
-    tokens = tokenize("a photo of a cat and a frog")
+    tokens = tokenize("a photo of a cat and a giraffe")
     assert [(pos, piece) for pos, _, piece in tokens] == [
         (1, "a</w>"), (2, "photo</w>"), (3, "of</w>"), (6, "a</w>"), (7, "cat</w>"), (8, "and</w>"),
-        (11, "a</w>"), (12, "frog</w>")]
+        (11, "a</w>"), (12, "gir"), (13, "affe</w>")]
     from attnguide.guidance.excite_inputs import find_words
-    assert find_words(tokenize, "a photo of a cat and a frog", "cat, frog") == (7, 12)
+    assert find_words(tokenize, "a photo of a cat and a giraffe", "cat, giraffe") == (7, 13)
 
 
 def test_host_params_per_method():
