@@ -1,6 +1,7 @@
-"""Attend-and-Excite's inputs, shared by the hosts: step indices ("10") or percents of the
-steps the sampler runs ("20%"), resolved when the sampler's step count is known; words
-found among a prompt's tokens (each host lists the tokens with its own tokenizer)."""
+"""Attend-and-Excite's inputs, host-free: step inputs (a step index "10" or a percent of the
+steps the sampler runs "20%", resolved when the sampler's step count is known), the words'
+token positions in a prompt (found with the host's tokenizer, given as `tokens_of`), and
+explicit token positions."""
 import math
 import re
 
@@ -40,6 +41,7 @@ def resolve(spec, steps):
 
 
 def prompt_words(tokens):
+    """The words of [(position, token id, piece)], pieces joined up to their '</w>' ends."""
     words, current = [], ""
     for _, _, piece in tokens:
         current += piece
@@ -49,10 +51,17 @@ def prompt_words(tokens):
     return words + ([current] if current else [])
 
 
+def find_words(tokens_of, text, words, hint=""):
+    """Token index of each comma-separated word (its last piece, first occurrence).
+
+    tokens_of(text) -> [(position, token id, piece)] of the text tokens (no start, end or
+    padding), positions as the conditioning lays them out (<|startoftext|> at 0)."""
+    return match_words(tokens_of(text), words, lambda name: [t for _, t, _ in tokens_of(name)], hint)
+
+
 def match_words(tokens, words, word_ids, hint=""):
-    """Token index of each comma-separated word (its last piece, first occurrence). tokens:
-    [(position, id, piece)] of the prompt's text tokens; word_ids(word) -> the word's ids;
-    hint: the host's advice appended to a word-not-found error."""
+    """find_words on the prompt's tokens [(position, id, piece)]; word_ids(word) -> the
+    word's token ids; hint: the host's advice appended to a word-not-found error."""
     ids = [t for _, t, _ in tokens]
     names = [w.strip() for w in re.split(r"[,\n]", words or "") if w.strip()]
     if not names:
@@ -64,7 +73,8 @@ def match_words(tokens, words, word_ids, hint=""):
         hit = next((i for i in range(len(ids) - len(wanted) + 1) if wanted and ids[i:i + len(wanted)] == wanted), None)
         if hit is None:
             raise ValueError(f"words: '{name}' is not in the prompt. The prompt's words are: "
-                             f"{', '.join(prompt_words(tokens)) or '(none)'}. Use one of them exactly as written{hint}.")
+                             f"{', '.join(prompt_words(tokens)) or '(none)'}. Use one of them exactly as written"
+                             f"{hint}.")
         indices.append(tokens[hit + len(wanted) - 1][0])
     return tuple(indices)
 

@@ -6,7 +6,7 @@ several pieces ("giraffe" -> "gir", "affe</w>") is matched as the whole sequence
 and excited through its last piece: the text encoder is causal, so only the last piece has
 seen the whole word.
 """
-from ..guidance.excite_inputs import match_words, parse_indices  # noqa: F401 (parse_indices: the nodes' import)
+from ..guidance.excite_inputs import find_words, parse_indices, prompt_words  # noqa: F401
 
 _SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 
@@ -32,5 +32,5 @@ def prompt_tokens(clip, text):
 
 def word_indices(clip, text, words):
     """Token index of each comma-separated word (its last piece, first occurrence)."""
-    return match_words(prompt_tokens(clip, text), words, lambda name: [t for _, t, _ in prompt_tokens(clip, name)],
-                       " (the prompt input must be the text of the positive CLIP Text Encode)")
+    return find_words(lambda t: prompt_tokens(clip, t), text, words,
+                      " (the prompt input must be the text of the positive CLIP Text Encode)")
