@@ -131,8 +131,13 @@ def install_attend_excite(session, **params):
     install(session, **params)
 
 
+def install_pix2pix_zero(session, **params):
+    from .a1111_pix2pix_zero import install
+    install(session, **params)
+
+
 INSTALL = {"sag": install_sag, "pag": install_pag, "sega": install_sega, "panorama": install_panorama,
-           "attend_excite": install_attend_excite}
+           "attend_excite": install_attend_excite, "pix2pix_zero": install_pix2pix_zero}
 
 
 def install(session, method, params):
