@@ -12,7 +12,12 @@ from attnguide.scripts.attnguide_webui import params as webui
 ROOT = Path(__file__).resolve().parents[2]
 NODE_FIELD = {"float": "FLOAT", "int": "INT", "text": "STRING", "choice": "COMBO"}
 # inputs the WebUI takes from the generation instead of a control
-FROM_GENERATION = {"AttnGuideAttendAndExcite": {"prompt"}}
+FROM_GENERATION = {"AttnGuideAttendAndExcite": {"prompt"},
+                   # Pix2Pix-Zero: the generation's CFG scale; img2img always inverts the init image (no added noise)
+                   "AttnGuidePix2PixZeroEdit": {"cfg", "add_noise", "noise_seed"}}
+# a WebUI section made of several nodes' inputs: Pix2Pix-Zero's Direction, Inversion and Edit
+NODES_OF = {"AttnGuidePix2PixZeroEdit": ("AttnGuidePix2PixZeroDirection", "AttnGuidePix2PixZeroInvert",
+                                         "AttnGuidePix2PixZeroEdit")}
 
 
 def _widgets():
@@ -31,7 +36,8 @@ def _tables():
 
 @pytest.mark.parametrize("node_id, table", list(_tables()), ids=lambda v: v if isinstance(v, str) else "")
 def test_params_are_the_node_widgets(node_id, table):
-    widgets = {name: (kind, default, lo, hi) for name, kind, default, lo, hi in _widgets()[node_id]}
+    widgets = {name: (kind, default, lo, hi) for node in NODES_OF.get(node_id, (node_id,))
+               for name, kind, default, lo, hi in _widgets()[node]}
     ours = {p.name: (NODE_FIELD[p.kind], p.default, p.minimum, p.maximum) for p in table}
     assert set(ours) == set(widgets) - FROM_GENERATION.get(node_id, set())
     for name, (kind, default, lo, hi) in ours.items():
@@ -69,10 +75,13 @@ def test_params_are_the_execute_kwargs():
     require_comfy()
     from attnguide.nodes import NODES
     nodes = {cls.define_schema().node_id: cls for cls in NODES}
-    sockets = {"model", "clip", "conditioning", "concepts"}
+    sockets = {"model", "clip", "conditioning", "concepts", "positive", "negative", "latent", "sampler", "sigmas",
+               "target_clip"}
 
     def kwargs(node_id):
-        return set(inspect.signature(nodes[node_id].execute).parameters) - sockets
+        names = {name for node in NODES_OF.get(node_id, (node_id,))
+                 for name in inspect.signature(nodes[node].execute).parameters}
+        return names - sockets - ({"direction"} if node_id in NODES_OF else set())  # Pix2Pix-Zero's direction socket
 
     for spec in webui.METHODS.values():
         args = [True] + [p.default for _, p in spec.controls()]
@@ -83,9 +92,9 @@ def test_params_are_the_execute_kwargs():
         assert set(params) == kwargs(spec.node_id) | ({"concepts"} if spec.concept_slots else set()), spec.key
         if spec.concept_slots:
             assert set(params["concepts"][0]) == kwargs("AttnGuideSEGAConcept")
-        schema = nodes[spec.node_id].define_schema()
+        inputs = [i for node in NODES_OF.get(spec.node_id, (spec.node_id,)) for i in nodes[node].define_schema().inputs]
         for param in spec.params:
-            node_input = next(i for i in schema.inputs if i.id == param.name)
+            node_input = next(i for i in inputs if i.id == param.name)
             if param.kind == "choice":
                 assert tuple(node_input.options) == param.choices
 
