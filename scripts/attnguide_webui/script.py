@@ -65,6 +65,8 @@ def _apply_forge(p, method, params):
     backend = load_forge_backend()
     if backend is None:
         raise NotServed(f"{method}: the Forge/reForge backend of AttnGuide is not installed in this copy of the pack.")
+    from .forge_webui import host_params
+    params.update(host_params(p, method))  # the run's sigmas, the prompt encoder / tokenizer (forge_backend's HOST_PARAMS)
     objects = p.sd_model.forge_objects
     objects.unet = backend.apply(method, objects.unet, params)
 

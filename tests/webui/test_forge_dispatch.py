@@ -14,6 +14,8 @@ import a1111_double as a1  # noqa: E402
 from attnguide.scripts import attnguide_webui  # noqa: E402
 from attnguide.scripts.attnguide_webui.script import MethodScript  # noqa: E402
 
+from attnguide.scripts.attnguide_webui.forge_params import HOST_PARAMS  # noqa: E402
+
 BACKEND = f"{attnguide_webui.__name__}.forge_backend"
 
 
@@ -34,7 +36,8 @@ def script(method):
 
 
 def processing():
-    p = a1.Processing(types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet="unet")), None, [], prompt="a cat")
+    sd_model = types.SimpleNamespace(forge_objects=types.SimpleNamespace(unet="unet"), cond_stage_model=a1.TextModel(["a", "cat"]))
+    p = a1.Processing(sd_model, None, [], prompt="a cat")
     p.is_hr_pass = False
     return p
 
@@ -51,6 +54,11 @@ def test_every_method_reaches_the_backend_with_node_kwargs(forge):
     assert [c[0] for c in calls] == ["sag", "pag", "attend_excite", "sega"]
     assert [c[1] for c in calls] == ["unet", "unet+sag", "unet+sag+pag", "unet+sag+pag+attend_excite"]
     assert p.sd_model.forge_objects.unet == "unet+sag+pag+attend_excite+sega"
+    # what only the WebUI knows rides along (forge_webui.host_params): the run's sigmas, SEGA's encoder, A&E's tokenizer
+    assert [sorted(set(c[2]) & set(HOST_PARAMS)) for c in calls] == [
+        ["sigmas"], ["sigmas"], ["sigmas", "tokenize"], ["encode", "sigmas"]]
+    assert calls[2][2]["tokenize"]("a cat")[1][2] == "cat</w>"
+    calls = [(m, u, {k: v for k, v in params.items() if k not in HOST_PARAMS}) for m, u, params in calls]
     assert calls[0][2] == dict(scale=0.5, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0)
     assert calls[2][2]["prompt"] == "a cat" and calls[2][2]["words"] == "cat"
     assert calls[3][2] == dict(momentum_scale=0.1, momentum_beta=0.4, concepts=[dict(
