@@ -11,10 +11,11 @@ from .forge_params import resolve
 from .forge_attend_excite import apply_attend_excite
 from .forge_pag import apply_pag
 from .forge_panorama import apply_panorama
+from .forge_pix2pix_zero import apply_pix2pix_zero
 from .forge_sag import apply_sag
 from .forge_sega import apply_sega
 
-METHODS = ("sag", "pag", "sega", "attend_excite", "panorama")
+METHODS = ("sag", "pag", "sega", "attend_excite", "panorama", "pix2pix_zero")
 
 
 def apply(method, unet_patcher, params=None):
@@ -40,4 +41,9 @@ def apply(method, unet_patcher, params=None):
                                    p["scale_factor"], p["scale_range_start"], p["scale_range_end"],
                                    p["max_refinement_iterations"], p["smoothing_sigma"], p["attention_downscale"],
                                    p["token_indices"], p["tokenize"], p["sigmas"])
+    if method == "pix2pix_zero":
+        p = resolve("pix2pix_zero", params)
+        return apply_pix2pix_zero(unet_patcher, p["source"], p["target"], p["guidance_amount"], p["seed"],
+                                  p["lambda_auto_corr"], p["lambda_kl"], p["regularization_steps"], p["auto_corr_rolls"],
+                                  p["init_latent"], p["encode"], p["sigmas"])
     raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

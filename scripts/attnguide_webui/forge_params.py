@@ -15,13 +15,16 @@ DEFAULTS = {
                       "token_indices": ""},
     "panorama": {"window_width": 0, "window_height": 0, "stride": 64, "wrap": "none", "weights": "uniform",
                  "window_batch": 4},
+    "pix2pix_zero": {"source": "cat", "target": "dog", "guidance_amount": 0.1, "lambda_auto_corr": 20.0, "lambda_kl": 20.0,
+                     "regularization_steps": 5, "auto_corr_rolls": 5, "seed": 0},
 }
 CONCEPT_DEFAULTS = {"prompt": "", "direction": "add", "scale": 5.0, "warmup": 10, "cooldown": -1,
                     "timing": "steps", "threshold": 0.9, "weight": 1.0, "conditioning": None}
 # Not node inputs: what only the WebUI knows. sigmas: the run's schedule (tensor, or a callable
 # returning it when the run starts); encode: texts -> conditioning like sd_model.get_learned_conditioning;
 # tokenize: text -> [(position, token id, piece)] of its text tokens (Attend-and-Excite's words).
-HOST_PARAMS = {"sigmas": None, "encode": None, "tokenize": None}
+# init_latent: the img2img init latent (Pix2Pix-Zero inverts it).
+HOST_PARAMS = {"sigmas": None, "encode": None, "tokenize": None, "init_latent": None}
 
 
 def resolve(method, params, defaults=None):

@@ -11,6 +11,7 @@
             steps = hr_second_pass_steps or steps). Timestep samplers (no get_sigmas) give None.
   encode    texts -> conditioning, as the prompt is encoded (sd_model.get_learned_conditioning
             with the image size SDXL's vector needs).
+  init_latent  img2img's init latent (p.init_latent), which Pix2Pix-Zero inverts.
   tokenize  text -> [(position, token id, piece)] with the checkpoint's own prompt chunking
             (tokenize_line of Forge's ClassicTextProcessingEngine / reForge's CLIP wrapper:
             each chunk is <|startoftext|>, 75 tokens or padding, <|endoftext|>).
@@ -19,8 +20,10 @@
 
 def host_params(p, method):
     out = {"sigmas": lambda: schedule(p)}
-    if method == "sega":
+    if method in ("sega", "pix2pix_zero"):
         out["encode"] = encoder(p)
+    if method == "pix2pix_zero":
+        out["init_latent"] = getattr(p, "init_latent", None)  # img2img's VAE-encoded init image
     if method == "attend_excite":
         out["tokenize"] = tokenizer(p.sd_model)
     return out
