@@ -85,3 +85,18 @@ def test_missing_backend_is_said(monkeypatch, caplog):
         assert any("Forge/reForge backend of AttnGuide is not installed" in r.getMessage() for r in caplog.records)
     finally:
         a1.uninstall(h)
+
+
+def test_pix2pix_zero_gets_the_init_latent_and_encoder(forge):
+    h, calls = forge
+    p = processing()
+    p.init_latent = "init latent"
+    p.sd_model.get_learned_conditioning = lambda texts: list(texts)
+    p.width = p.height = 64
+    script("pix2pix_zero").process_before_every_sampling(p, True, "cat", "dog", 0.1, 20.0, 20.0, 5, 5, 0, x=None)
+    (method, unet, params), = calls
+    assert method == "pix2pix_zero" and p.sd_model.forge_objects.unet == "unet+pix2pix_zero"
+    assert params["init_latent"] == "init latent" and params["encode"](["a cat."]) == ["a cat."]
+    assert {k: v for k, v in params.items() if k not in HOST_PARAMS} == dict(
+        source="cat", target="dog", guidance_amount=0.1, lambda_auto_corr=20.0, lambda_kl=20.0, regularization_steps=5,
+        auto_corr_rolls=5, seed=0)
