@@ -40,7 +40,7 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
                         "sending it to img2img with its prompt).")
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
-    if getattr(denoiser, "alphas", None) is not None:  # CFGDenoiserTimesteps (sd_samplers_timesteps.py:50)
+    if getattr(denoiser, "alphas", None) is not None:  # only CFGDenoiserTimesteps has it (sd_samplers_timesteps.py:53)
         raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is a timestep sampler, which this "
                         "method does not serve on A1111; pick Euler (exact, the reference's DDIM in sigma space) or "
                         "another k-diffusion sampler (first order).")
