@@ -87,7 +87,11 @@ class Router:
     def begin_step(self, sigma, sample_sigmas, cfg):
         sigma = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
         step, steps = step_index(sample_sigmas, sigma) if sample_sigmas is not None else (0, 1)
-        ctx = StepContext(step, steps, sigma, cfg)
+        return self.begin_step_at(step, steps, sigma, cfg)
+
+    def begin_step_at(self, step, steps, sigma, cfg):
+        """begin_step for hosts that count the steps themselves (A1111's CFGDenoiser)."""
+        ctx = StepContext(step, steps, float(sigma), cfg)
         ctx.active = {m.key for m in self.methods if m.schedule.active(step, steps, sigma)}
         return ctx
 

@@ -61,3 +61,12 @@ def degraded_input(x, denoised, degraded):
 def sag_guidance(denoised, degraded, degraded_prediction, scale):
     """D_guided + s * (degraded - D(degraded input)), equal to eps + s * (eps_branch - eps_degraded)."""
     return denoised + scale * (degraded - degraded_prediction)
+
+
+def degraded_branch(x, denoised, key_mass, grid_hw, threshold, blur_sigma):
+    """The branch's prediction blurred where the captured map says, and the input the model
+    is asked again on: (degraded, degraded_input)."""
+    latent_hw = tuple(x.shape[-2:])
+    mask = attention_mask(key_mass, grid_shape(key_mass.shape[1], latent_hw, grid_hw), latent_hw, threshold)
+    degraded = degrade(denoised, mask.to(denoised.dtype), blur_sigma)
+    return degraded, degraded_input(x, denoised, degraded)

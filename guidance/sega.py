@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .schedule import step_at
 from .sigma_space import from_eps, to_eps
 
 
@@ -88,3 +89,10 @@ def sega_denoised(x, sigma, denoised, uncond_denoised, concept_denoised, concept
     eps_concepts = [to_eps(x, sigma, d) for d in concept_denoised]
     edit, momentum = sega_guidance(eps_uncond, eps_concepts, concepts, step, momentum, momentum_scale, momentum_beta)
     return from_eps(denoised, sigma, edit), momentum  # denoised - sigma * edit
+
+
+def timed_concept(steps, scale=5.0, reverse=False, warmup=10, cooldown=None, unit="steps", threshold=0.9, weight=1.0):
+    """A Concept for a run of `steps` whose warmup and cooldown are given in `unit`: sampler steps
+    or percent of the steps (schedule.step_at). cooldown None = never."""
+    return Concept(scale=scale, reverse=reverse, warmup=step_at(warmup, unit, steps),
+                   cooldown=step_at(cooldown, unit, steps), threshold=threshold, weight=weight)

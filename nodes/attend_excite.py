@@ -14,6 +14,7 @@ import comfy.patcher_extension
 import comfy.samplers
 import torch
 
+from ..attention.cond_items import item_conds
 from ..attention.cross_maps import MapStore
 from ..attention.router import ROLES_KEY
 from ..attention.unet_levels import cross_attention_levels, grid
@@ -22,7 +23,7 @@ from ..guidance.latent_update import moved_latent_denoised
 from ..guidance.schedule import step_index
 from . import common
 from .comfy_api_compat import io
-from .excite_inputs import parse_step, parse_thresholds, resolve
+from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
 
@@ -185,7 +186,7 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
         options = {**model_options, "transformer_options": {**to, ROLES_KEY: [None],
                                                             "patches_replace": {**replaces, "attn2": attn2}}}
         try:
-            comfy.samplers.calc_cond_batch(model, [_item_conds(positive, item)], xi, sigma.clone(), options)
+            comfy.samplers.calc_cond_batch(model, [item_conds(positive, item)], xi, sigma.clone(), options)
         except _Measured:
             pass
         attention = store.mean()
@@ -212,22 +213,6 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
 
 class _Measured(Exception):
     """Ends a measuring forward once the last map is captured."""
-
-
-def _item_conds(conds, item):
-    """The conds as image `item` of the batch sees them (the host repeats a batch of conds
-    cyclically over the latent batch), for a batch-1 forward."""
-    out = []
-    for c in conds:
-        model_conds = {}
-        for k, v in c.get("model_conds", {}).items():
-            t = getattr(v, "cond", None)
-            if torch.is_tensor(t) and t.shape[0] > 1 and hasattr(v, "_copy_with"):
-                j = item % t.shape[0]
-                v = v._copy_with(t[j:j + 1])
-            model_conds[k] = v
-        out.append({**c, "model_conds": model_conds})
-    return out
 
 
 class AttendAndExciteMaps(io.ComfyNode):

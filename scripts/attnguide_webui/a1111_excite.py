@@ -1,0 +1,214 @@
+"""Attend-and-Excite on plain A1111: the pass's CFGDenoiser gets an instance forward that,
+inside the refinement window, moves each image's latent (guidance.attend_excite) with
+grad-enabled conditional forwards whose cross-attention maps of one UNet level are
+captured by temporary attn2 forwards, then denoises at the moved latent and hands the
+move to the sampler through the prediction (guidance.latent_update.moved_latent_denoised).
+
+That hand-over needs the next sigma: the sampler function is wrapped for the pass to see
+the schedule it is given (k-diffusion samplers: `sigmas`; DDIM: `timesteps`). Exact for
+Euler and DDIM, first order for the other k-diffusion samplers (as the ComfyUI node);
+PLMS, UniPC and DDIM CFG++ are not served (a message says so).
+"""
+import contextlib
+import dataclasses
+import functools
+import logging
+import math
+
+import torch
+
+from ...attention.cross_maps import MapStore
+from ...attention.unet_levels import cross_attention_levels, grid
+from ...guidance.attend_excite import ExciteSettings, excite_latent
+from ...guidance.excite_inputs import match_words, parse_indices, parse_step, parse_thresholds, resolve
+from ...guidance.latent_update import moved_latent_denoised
+from ...guidance.schedule import step_index
+from .a1111_methods import NotServed
+from .a1111_router import attn1_module
+from .a1111_step import make_condition_dict, take_rows
+from .a1111_space import space_for
+
+TITLE = "Attend-and-Excite (AttnGuide)"
+TIMESTEP_SAMPLERS = {"ddim"}
+_LOG = logging.getLogger("attnguide")
+
+
+def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start, scale_range_end,
+            max_refinement_iterations, smoothing_sigma, attention_downscale, token_indices=""):
+    p = session.p
+    sampler = p.sampler
+    denoiser = sampler.model_wrap_cfg
+    timestep_sampler = getattr(denoiser, "alphas", None) is not None
+    if timestep_sampler and getattr(sampler, "funcname", None) not in TIMESTEP_SAMPLERS:
+        raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is not served (its steps are not "
+                        "first-order in sigma); use DDIM or a k-diffusion sampler (Euler is exact).")
+    unet = session.unet
+    levels = cross_attention_levels(unet)
+    if attention_downscale not in levels:
+        raise ValueError(f"{TITLE}: attention_downscale {attention_downscale}: this model has no cross-attention there; "
+                         f"its levels are {', '.join(map(str, sorted(levels)))}.")
+    if token_indices and token_indices.strip():
+        indices = parse_indices(token_indices)
+    else:
+        indices = word_positions(p.sd_model, prompt, words)
+    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
+                          int(max_refinement_iterations), float(smoothing_sigma))
+    until, steps_thresholds = parse_step(max_excite_steps, "max_excite_steps"), parse_thresholds(thresholds)
+
+    def settings(steps):
+        return dataclasses.replace(base, max_iter_to_alter=resolve(until, steps),
+                                   thresholds=tuple((resolve(s, steps), t) for s, t in steps_thresholds))
+
+    mover = _Mover(session, denoiser, settings, [attn1_module(unet, l, "attn2") for l in levels[attention_downscale]],
+                   attention_downscale)
+    denoiser.forward = mover
+    session.on_close(mover.remove)
+    original = sampler.func
+
+    @functools.wraps(original)  # the sampler reads the function's parameters (sd_samplers_kdiffusion.py:197-230)
+    def func(*args, **kwargs):
+        mover.set_schedule(kwargs.get("sigmas"), kwargs.get("timesteps"))
+        return original(*args, **kwargs)
+
+    sampler.func = func
+    session.on_close(lambda: _restore(sampler, func, original))
+
+
+def _restore(sampler, ours, original):
+    if sampler.__dict__.get("func") is ours:
+        sampler.func = original
+
+
+def word_positions(sd_model, prompt, words):
+    """Token positions of the words in the prompt as A1111 tokenizes it: 77-token chunks,
+    <|startoftext|> at 0 of each (modules/sd_hijack_clip.py:81 tokenize_line) by the prompt's
+    text model (sd_model.cond_stage_model; for SDXL its CLIP-L embedder, sd_hijack.py:228)."""
+    model = sd_model.cond_stage_model
+    piece = _pieces(model)
+    chunks, _ = model.tokenize_line(prompt)
+    tokens = []
+    for c, chunk in enumerate(chunks):
+        for j, token in enumerate(chunk.tokens[1:], start=1):
+            if token == model.id_end:
+                break
+            tokens.append((c * len(chunk.tokens) + j, token, piece(token)))
+    return match_words(tokens, words, lambda name: model.tokenize([name])[0],
+                       " (the words are looked up in the positive prompt)")
+
+
+def _pieces(model):
+    """id -> BPE piece ('cat</w>'), for naming the prompt's words in an error."""
+    tokenizer = getattr(model.wrapped, "tokenizer", None)
+    if tokenizer is not None:  # CLIP (transformers' CLIPTokenizer)
+        return tokenizer.convert_ids_to_tokens
+    try:  # OpenCLIP (SD2.x): sd_hijack_open_clip.py tokenizes with open_clip's _tokenizer
+        from open_clip.tokenizer import _tokenizer
+        return lambda token: _tokenizer.decoder.get(token, "?")
+    except ImportError:
+        return lambda token: "?"
+
+
+class _Measured(Exception):
+    """Ends a measuring forward once the last map is captured."""
+
+
+class _Mover:
+    def __init__(self, session, denoiser, settings, attn2, downscale):
+        self.session, self.denoiser, self.settings = session, denoiser, settings
+        self.attn2, self.downscale = attn2, downscale
+        self.saved = denoiser.__dict__.get("forward")
+        self.schedule, self.warned = None, False
+
+    def set_schedule(self, sigmas, timesteps):
+        """The pass's schedule in sigma space, descending."""
+        space = space_for(self.denoiser)
+        if sigmas is not None:
+            self.schedule = [float(s) for s in sigmas]
+        elif timesteps is not None:  # DDIM evaluates timesteps[-1] .. timesteps[1], ends at timesteps[0]
+            self.schedule = [float(space.sigma(t.reshape(1))[0]) for t in torch.as_tensor(timesteps).flip(0)]
+
+    def previous(self, *args):
+        return self.saved(*args) if self.saved is not None else type(self.denoiser).forward(self.denoiser, *args)
+
+    def remove(self):
+        if self.denoiser.__dict__.get("forward") is self:
+            if self.saved is None:
+                del self.denoiser.forward
+            else:
+                self.denoiser.forward = self.saved
+
+    def __call__(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
+        args = (uncond, cond, cond_scale, s_min_uncond, image_cond)
+        if self.schedule is None:
+            if not self.warned:
+                self.warned = True
+                _LOG.warning("attnguide: %s needs a sampler that is given a sigma schedule; it is off for this image.", TITLE)
+            return self.previous(x, sigma, *args)
+        d = self.denoiser
+        space = space_for(d)
+        now = float(space.sigma(sigma[:1])[0])
+        step, steps = step_index(self.schedule, now)
+        settings = self.settings(steps)
+        if not settings.runs_at(step):
+            return self.previous(x, sigma, *args)
+        from modules import prompt_parser
+        conds_list, text = prompt_parser.reconstruct_multicond_batch(cond, d.step)
+        x_sigma = space.x(x, sigma).float()
+        c_in = 1.0 / math.sqrt(now ** 2 + 1.0)
+        moved = []
+        with torch.inference_mode(False), torch.enable_grad():  # A1111 samples under no_grad (processing.py:919)
+            for i in range(x.shape[0]):
+                row = conds_list[i][0][0]
+                measure = lambda xi, i=i, row=row: self.evaluate(xi.to(x.dtype), sigma[i:i + 1], take_rows(text, [row]),
+                                                                image_cond[i:i + 1])
+                xi, _, _ = excite_latent(x_sigma[i:i + 1], step, steps, c_in, settings, measure)
+                moved.append(xi)
+        x_moved_sigma = torch.cat(moved).to(x.dtype)
+        x_moved = space.model_x(x_moved_sigma, sigma)
+        denoised = space.denoised(x_moved, sigma, self.previous(x_moved, sigma, *args))
+        nxt = self.schedule[step + 1] if step + 1 < len(self.schedule) else 0.0
+        return space.output(x, sigma, moved_latent_denoised(space.x(x, sigma), x_moved_sigma, denoised, now, nxt))
+
+    def evaluate(self, x_sigma, t, text, image_cond):
+        """(h, w, tokens) cross-attention of one image at the chosen level, in the autograd graph."""
+        d = self.denoiser
+        space = space_for(d)
+        h, w = grid(x_sigma.shape[-2], x_sigma.shape[-1], self.downscale)
+        store = MapStore(h * w)
+        cond = make_condition_dict(self.session.p.sd_model, text, image_cond)
+        with self._capturing(store):
+            try:
+                d.inner_model(space.model_x(x_sigma, t), t, cond=cond)
+            except _Measured:
+                pass
+        attention = store.mean()
+        if attention is None:
+            raise RuntimeError(f"{TITLE}: no cross-attention map of {h}x{w} was captured at attention_downscale "
+                               f"{self.downscale}; this image size does not reach it.")
+        indices = self.settings(1).indices
+        if max(indices) >= attention.shape[-1] - 1:
+            raise ValueError(f"{TITLE}: token index {max(indices)} is past the prompt's last position "
+                             f"({attention.shape[-1] - 2}).")
+        return attention[0].reshape(h, w, -1)
+
+    @contextlib.contextmanager
+    def _capturing(self, store):
+        saved = [(m, m.__dict__.get("forward")) for m in self.attn2]
+        for m in self.attn2:
+            m.forward = functools.partial(_capture, m, store, len(self.attn2))
+        try:
+            yield
+        finally:
+            for m, forward in saved:
+                if forward is None:
+                    del m.forward
+                else:
+                    m.forward = forward
+
+
+def _capture(module, store, layers, x, context=None, mask=None, **kwargs):
+    context = x if context is None else context
+    out = module.to_out(store.attend(module.to_q(x), module.to_k(context), module.to_v(context), module.heads))
+    if len(store.maps) == layers:
+        raise _Measured  # the rest of the UNet cannot change the maps: skip it
+    return out

@@ -1,0 +1,168 @@
+"""Attend-and-Excite on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/attend_excite.py).
+
+A conditioning modifier (after the router's, which opens the step) moves the latent before
+the model evaluation of each step in the window: per image, grad-enabled conditional
+forwards with the cross-attention of one level captured by attn2 replace patches that exist
+only in that forward. The sampler keeps its own x, so a post-CFG function, run last, hands it
+the denoised prediction that carries the move to its next state
+(guidance.latent_update.moved_latent_denoised): exact for Euler and DDIM.
+"""
+import contextlib
+import dataclasses
+
+import torch
+
+from ...attention.cond_items import item_conds
+from ...attention.cross_maps import MapStore
+from ...attention.grad_forward import gradients_through
+from ...attention.layers import is_unet
+from ...attention.router import ROLES_KEY, ROUTER_KEY, Method
+from ...attention.unet_levels import cross_attention_levels, grid
+from ...guidance.attend_excite import ExciteSettings, excite_latent
+from ...guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
+from ...guidance.latent_update import moved_latent_denoised
+from .forge_params import method_key
+from .forge_router import host, install, schedule_of, step_context, warn_once
+
+NAME = "Attend-and-Excite"
+
+
+def apply_attend_excite(patcher, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
+                        scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale,
+                        token_indices="", tokenize=None, sigmas=None):
+    diffusion_model = patcher.model.diffusion_model
+    if not is_unet(diffusion_model):
+        raise ValueError(f"{NAME}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "
+                         "cross-attention of a UNet (SD1.x, SD2.x, SDXL).")
+    levels = cross_attention_levels(diffusion_model)
+    if attention_downscale not in levels:
+        text = "; ".join(f"{s}: {', '.join(map(str, ls))}" for s, ls in sorted(levels.items())) or "(none)"
+        raise ValueError(f"attention_downscale {attention_downscale}: this model has no cross-attention there. "
+                         f"Its cross-attention levels (downscale: layers) are {text}.")
+    if token_indices and token_indices.strip():
+        indices = parse_indices(token_indices)
+    elif tokenize is None:
+        raise ValueError(f"{NAME}: no tokenizer to find the words with; the WebUI script passes params['tokenize'] "
+                         "(or give token_indices).")
+    else:
+        indices = find_words(tokenize, prompt, words, " (the words are looked up in the generation's prompt)")
+    until = parse_step(max_excite_steps, "max_excite_steps")
+    steps_thresholds = parse_thresholds(thresholds)
+    router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
+    if router is not None and any(m.key.startswith("panorama.") for m in router.methods):
+        raise ValueError(f"{NAME} cannot run together with the panorama on Forge/reForge. Turn one of them off.")
+    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
+                          int(max_refinement_iterations), float(smoothing_sigma))
+    m = patcher.clone()
+    key = method_key(m, "excite")
+    install(m, Method(key), sigmas)
+    exciter = _Exciter(key, base, until, steps_thresholds, levels[attention_downscale], attention_downscale)
+    m.model_options["conditioning_modifiers"] = m.model_options["conditioning_modifiers"] + [exciter.move]
+    m.set_model_sampler_post_cfg_function(exciter.carry_move)
+    return m
+
+
+class _Exciter:
+    def __init__(self, key, base, until, thresholds, layers, downscale):
+        self.key, self.base, self.until, self.thresholds = key, base, until, thresholds
+        self.layers, self.downscale = layers, downscale
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def settings(self, steps):
+        return dataclasses.replace(self.base, max_iter_to_alter=resolve(self.until, steps),
+                                   thresholds=tuple((resolve(s, steps), t) for s, t in self.thresholds))
+
+    def move(self, model, x, timestep, uncond, cond, cond_scale, model_options, seed):
+        """Conditioning modifier: x moved for this step, and the post-CFG correction put last."""
+        unchanged = model, x, timestep, uncond, cond, cond_scale, model_options, seed
+        ctx = step_context(model_options)
+        sigmas = schedule_of(model_options)
+        if ctx is None or not cond:
+            return unchanged
+        if sigmas is None:
+            warn_once(ctx, f"{NAME}: the run's sigmas are unknown (the WebUI script passes params['sigmas']); "
+                           "it does nothing.")
+            return unchanged
+        settings = self.settings(ctx.steps)
+        if not settings.runs_at(ctx.step):
+            return unchanged
+        moved = self._excite(model, cond, x, timestep, model_options, ctx, settings)
+        ctx.captures[self.key] = (x, moved, float(timestep.flatten()[0]), float(sigmas[ctx.step + 1]))
+        post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != self.carry_move]
+        model_options = {**model_options, "sampler_post_cfg_function": post + [self.carry_move]}
+        return model, moved, timestep, uncond, cond, cond_scale, model_options, seed
+
+    def carry_move(self, args):
+        ctx = step_context(args["model_options"])
+        record = ctx.captures.get(self.key) if ctx is not None else None
+        if record is None:
+            return args["denoised"]
+        x, moved, sigma, sigma_next = record
+        return moved_latent_denoised(x, moved, args["denoised"], sigma, sigma_next)
+
+    def _excite(self, model, cond, x, timestep, model_options, ctx, settings):
+        """x moved by Attend-and-Excite, every image on its own (batch-1 conditional forwards)."""
+        h, w = grid(x.shape[-2], x.shape[-1], self.downscale)
+        to = model_options.get("transformer_options", {})
+        replaces = to.get("patches_replace", {})
+        sigma = timestep[:1]
+        c_in = host(model_options).input_scale(model, sigma)
+        layers = self.layers
+
+        def evaluate(xi, item):
+            store = MapStore(h * w)
+
+            def capture(q, k, v, extra_options):
+                out = store.attend(q, k, v, extra_options["n_heads"])
+                if len(store.maps) == len(layers):
+                    raise _Measured  # the rest of the UNet cannot change the maps: skip it
+                return out
+
+            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): capture for l in layers}}
+            # roles None: the router's hooks (SAG, PAG) and its extra rows leave this call alone
+            options = {**model_options, "transformer_options": {**to, ROLES_KEY: [None],
+                                                                "patches_replace": {**replaces, "attn2": attn2}}}
+            try:
+                host(model_options).calc(model, [item_conds(cond, item)], xi, sigma.clone(), options)
+            except _Measured:
+                pass
+            attention = store.mean()
+            if attention is None:
+                raise RuntimeError(f"{NAME}: no cross-attention map of {h}x{w} was captured at the chosen "
+                                   f"attention_downscale {self.downscale}; this latent size does not reach it.")
+            if max(settings.indices) >= attention.shape[-1] - 1:
+                raise ValueError(f"{NAME}: token index {max(settings.indices)} is past the prompt's last position "
+                                 f"({attention.shape[-1] - 2}).")
+            return attention[0].reshape(h, w, -1)
+
+        out = []
+        inplace = host(model_options).name == "forge"
+        with gradients_through(model.diffusion_model), _norm_inputs_copied(model.diffusion_model, inplace):
+            for item in range(x.shape[0]):
+                xi = x[item:item + 1].detach().clone()
+                xi, _, _ = excite_latent(xi, ctx.step, ctx.steps, c_in, settings, lambda xi: evaluate(xi, item))
+                out.append(xi)
+        return torch.cat(out).to(x.dtype)
+
+
+@contextlib.contextmanager
+def _norm_inputs_copied(diffusion_model, active):
+    """Forge's transformer blocks add the attention output to their input in place (x += n,
+    backend/nn/unet.py:240, 272), which autograd refuses for an input its LayerNorm saved. While
+    the measuring forwards run, each LayerNorm gets (and saves) a copy instead."""
+    handles = []
+    try:
+        if active:
+            for module in diffusion_model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    handles.append(module.register_forward_pre_hook(lambda m, args: (args[0].clone(), *args[1:])))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _Measured(Exception):
+    """Ends a measuring forward once the last map is captured."""

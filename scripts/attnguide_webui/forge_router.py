@@ -1,0 +1,292 @@
+"""Installs the pack's attention router (attention/router.py) on a Forge or reForge UnetPatcher clone.
+
+Forge and reForge sample through the A1111 layer, which calls none of ComfyUI's patcher
+wrappers (OUTER_SAMPLE, PREDICT_NOISE, CALC_COND_BATCH) and has no attention override, so
+this glue uses only what both have had from the start:
+  conditioning_modifiers  -> once per model evaluation, before anything runs: opens the
+                             StepContext (sigma, cond_scale, the run's schedule) and hands it
+                             on in a copy of the evaluation's model_options;
+  model_function_wrapper  -> around each UNet call: the step's first call holding the
+                             conditional rows gets the methods' extra rows appended (copies of
+                             the conditional rows, or those rows with another text); a wrapper
+                             that was there before is called inside it;
+  attn1 replace patches   -> self-attention of the hooked layers reaches Router.attend; a
+                             replace patch that was there (or that another extension sets
+                             later, e.g. Forge's set_model_replace_all) is chained, not dropped;
+  post-CFG functions      -> the methods' guidance, with run_extra for extra model calls.
+Nothing is global and nothing touches modules: all of it lives in the clone's model_options.
+"""
+import logging
+import math
+
+import torch
+
+from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router
+from .forge_host import host_of
+
+HOST_KEY = "attnguide_forge_host"
+RUNS_KEY = "attnguide_forge_runs"
+COND_LABEL = 0
+_LOG = logging.getLogger("attnguide")
+
+
+def step_context(model_options):
+    return model_options.get("transformer_options", {}).get(STEP_KEY)
+
+
+def warn_once(ctx, message):
+    """Log `message` once per generation."""
+    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
+    if message not in seen:
+        seen.add(message)
+        _LOG.warning(message)
+
+
+def host(model_options):
+    return model_options["transformer_options"][HOST_KEY]
+
+
+def schedule_of(model_options):
+    """The sigmas of the run in progress (None where neither the host nor the script gave them)."""
+    to = model_options.get("transformer_options", {})
+    sigmas = to.get("sample_sigmas")
+    runs = to.get(RUNS_KEY)
+    return sigmas if sigmas is not None or runs is None else runs.schedule
+
+
+def install(patcher, method, sigmas=None):
+    """Add `method` (attention.router.Method) to the router of `patcher` (a clone).
+    sigmas: the run's schedule (a tensor/list, or a callable returning one at the start of each
+    run), for hosts that do not put "sample_sigmas" in transformer_options (Forge)."""
+    mo = patcher.model_options
+    to = mo.setdefault("transformer_options", {})
+    router = to.get(ROUTER_KEY)
+    if router is None:
+        router = Router()
+        to[HOST_KEY] = host_of(patcher)
+        to[RUNS_KEY] = Runs(sigmas)
+        mo["conditioning_modifiers"] = list(mo.get("conditioning_modifiers", [])) + [_begin_step]
+        previous = mo.get("model_function_wrapper")
+        if not isinstance(previous, UnetWrapper):
+            mo["model_function_wrapper"] = UnetWrapper(previous)
+    elif sigmas is not None:
+        to[RUNS_KEY].sigmas = sigmas
+    new_layers = {l for h in method.hooks for l in h.layers} - router.layers
+    to[ROUTER_KEY] = router.with_method(method)
+    for layer in sorted(new_layers):
+        replaces = to.get("patches_replace", {}).get("attn1", {})
+        key = (layer.kind, layer.block, layer.depth)
+        previous = replaces.get(key, replaces.get(key[:2]))
+        patcher.set_model_attn1_replace(Attn1Replace(layer, previous), layer.kind, layer.block, layer.depth)
+
+
+def run_extra(args, conds, x):
+    """An extra model call from a post-CFG function; none of the router's hooks touch it."""
+    mo = args["model_options"]
+    mo = {**mo, "transformer_options": {**mo["transformer_options"], ROLES_KEY: [None] * len(conds)}}
+    return host(mo).calc(args["model"], conds, x, args["sigma"], mo)
+
+
+class Runs:
+    """The state of the generation in progress. The A1111 layer has no start-of-run hook: a run
+    starts at the first evaluation, or when sigma rises or returns to the run's first sigma
+    (a sampler's sigmas only fall within a run)."""
+
+    def __init__(self, sigmas):
+        self.sigmas = sigmas
+        self.state, self.schedule, self.first, self.last = None, None, None, None
+
+    def __deepcopy__(self, memo):
+        return self  # clone() deep-copies model_options; the clones of one apply share the run
+
+    def at(self, sigma):
+        s = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
+        if self.state is None or s > self.last * (1 + 1e-6) or s >= self.first * (1 - 1e-6):
+            sigmas = self.sigmas() if callable(self.sigmas) else self.sigmas
+            self.state, self.first, self.schedule = {}, s, sigmas
+        self.last = s
+        return self.state
+
+
+def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, seed):
+    """Forge/reForge conditioning modifier: opens the evaluation's StepContext."""
+    to = model_options.get("transformer_options", {})
+    router, runs = to.get(ROUTER_KEY), to.get(RUNS_KEY)
+    if router is None or runs is None:
+        return model, x, timestep, uncond, cond, cond_scale, model_options, seed
+    state = runs.at(timestep)
+    sigmas = schedule_of(model_options)
+    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
+    ctx.run = state
+    if sigmas is None:
+        warn_once(ctx, "attnguide: the sampler's sigmas are unknown (a timestep sampler, or the script passed no "
+                       "'sigmas'): every evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
+                       "Attend-and-Excite's steps do not advance.")
+    to = {**to, STEP_KEY: ctx}
+    replaces = to.get("patches_replace", {}).get("attn1", {})
+    foreign = {}
+    for layer in router.layers:
+        key = (layer.kind, layer.block, layer.depth)
+        fn = replaces.get(key, replaces.get(key[:2]))
+        if fn is not None and not isinstance(fn, Attn1Replace):
+            foreign[key] = Attn1Replace(layer, fn)  # set after ours (e.g. set_model_replace_all): both run
+    if foreign:
+        to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
+    return model, x, timestep, uncond, cond, cond_scale, {**model_options, "transformer_options": to}, seed
+
+
+class Rows:
+    """Extra rows a method asks for: a copy of the rows of chunk `label`, optionally with
+    another text (crossattn (1 or b, tokens, C)) and pooled vector (SDXL 'y')."""
+
+    def __init__(self, label, crossattn=None, vector=None):
+        self.label, self.crossattn, self.vector = label, crossattn, vector
+
+
+class UnetWrapper:
+    """model_function_wrapper: the extra rows join the step's first call with the cond rows. A tiler
+    (panorama) gets every call after that, extra rows included: tiler(call, args) -> output."""
+
+    def __init__(self, previous, tiler=None):
+        self.previous, self.tiler = previous, tiler
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def _call(self, apply_model, args):
+        if self.previous is not None:
+            call = lambda a: self.previous(apply_model, a)
+        else:
+            call = lambda a: apply_model(a["input"], a["timestep"], **a["c"])
+        return call(args) if self.tiler is None else self.tiler(call, args)
+
+    def __call__(self, apply_model, args):
+        c = args["c"]
+        to = c.get("transformer_options", {})
+        ctx, router = to.get(STEP_KEY), to.get(ROUTER_KEY)
+        if ctx is None or router is None or ROLES_KEY in to:
+            return self._call(apply_model, args)
+        labels = list(args["cond_or_uncond"])
+        if ctx.main_done or COND_LABEL not in labels:
+            return self._call(apply_model, _with_roles(args, [COND, UNCOND]))
+        ctx.main_done = True
+        sources = [Rows(COND_LABEL), Rows(1) if 1 in labels else None]
+        all_rows, roles = router.extend_main_batch(ctx, sources)
+        extra = all_rows[len(sources):]
+        if not extra:
+            return self._call(apply_model, _with_roles(args, roles))
+        total = args["input"].shape[0]
+        rows = total // len(labels)
+        picks = []
+        for spec in extra:
+            start = labels.index(spec.label) * rows
+            picks.append((slice(start, start + rows), spec))
+        out = self._call(apply_model, _extended(args, roles, labels, picks, total))
+        for i, role in enumerate(roles[len(sources):]):
+            ctx.extra_outputs[role] = out[total + i * rows: total + (i + 1) * rows]
+        return out[:total]
+
+
+def _with_roles(args, roles):
+    c = args["c"]
+    return {**args, "c": {**c, "transformer_options": {**c["transformer_options"], ROLES_KEY: roles}}}
+
+
+def _extended(args, roles, labels, picks, total):
+    """The call's arguments with one chunk appended per pick, labelled 2, 3, ... (roles index)."""
+    def grow(t, text=None):
+        if not isinstance(t, torch.Tensor) or t.ndim == 0 or t.shape[0] != total:
+            return t
+        parts = [t]
+        for rows, spec in picks:
+            part = t[rows]
+            if text == "crossattn" and spec.crossattn is not None:
+                part = spec.crossattn.to(t).expand(part.shape[0], -1, -1)
+            elif text == "y" and spec.vector is not None:
+                part = spec.vector.to(t).expand(part.shape[0], -1)
+            parts.append(part)
+        return _cat_tokens(parts) if text == "crossattn" else torch.cat(parts)
+
+    def grow_nested(obj):
+        if isinstance(obj, dict):
+            return {k: grow_nested(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(grow_nested(v) for v in obj)
+        return grow(obj)
+
+    c = args["c"]
+    new_c = {}
+    for name, value in c.items():
+        if name == "transformer_options":
+            continue
+        if name == "c_crossattn":
+            new_c[name] = grow(value, "crossattn")
+        elif name == "y":
+            new_c[name] = grow(value, "y")
+        elif name == "control":
+            new_c[name] = grow_nested(value)
+        else:
+            new_c[name] = grow(value)
+    all_labels = labels + [len(roles) - len(picks) + i for i in range(len(picks))]
+    to = {**c["transformer_options"], ROLES_KEY: roles}
+    uuids = to.get("uuids")
+    if isinstance(uuids, list) and len(uuids) == len(labels):
+        to["uuids"] = uuids + [uuids[labels.index(spec.label)] for _, spec in picks]
+    new_c["transformer_options"] = relabelled(to, all_labels)
+    return {**args, "input": grow(args["input"]), "timestep": grow(args["timestep"]), "c": new_c,
+            "cond_or_uncond": all_labels}
+
+
+def relabelled(to, labels):
+    """transformer_options for a call whose chunks are `labels`, with what Forge derives from them."""
+    to = {**to, "cond_or_uncond": list(labels)}
+    sigmas = to.get("sigmas")
+    if isinstance(sigmas, torch.Tensor) and "cond_mark" in to:  # Forge keeps these beside cond_or_uncond
+        b = sigmas.shape[0]
+        to["cond_mark"] = torch.tensor([float(l) for l in labels for _ in range(b)]).to(sigmas)
+        to["cond_indices"] = [i * b + r for i, l in enumerate(labels) if l == COND_LABEL for r in range(b)]
+        to["uncond_indices"] = [i * b + r for i, l in enumerate(labels) if l != COND_LABEL for r in range(b)]
+    return to
+
+
+def set_tiler(patcher, tiler):
+    """Give `patcher`'s (a clone with the router installed) UNet calls to `tiler` (see UnetWrapper)."""
+    current = patcher.model_options["model_function_wrapper"]
+    patcher.model_options["model_function_wrapper"] = UnetWrapper(current.previous, tiler)
+
+
+def _cat_tokens(parts):
+    """Concatenate text of different lengths as the hosts do: each repeated to the common multiple."""
+    lengths = {p.shape[1] for p in parts}
+    if len(lengths) > 1:
+        common = math.lcm(*lengths)
+        parts = [p.repeat(1, common // p.shape[1], 1) for p in parts]
+    return torch.cat(parts)
+
+
+class Attn1Replace:
+    def __init__(self, layer, previous):
+        self.layer, self.previous = layer, previous
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, q, k, v, extra_options):
+        heads = extra_options["n_heads"]
+
+        def base(q, k, v, labels):
+            if self.previous is None:
+                return extra_options[HOST_KEY].attention(q, k, v, heads)
+            return self.previous(q, k, v, _with_labels(extra_options, labels))
+
+        router = extra_options.get(ROUTER_KEY)
+        if router is None:
+            return base(q, k, v, extra_options.get("cond_or_uncond"))
+        return router.attend(q, k, v, heads, self.layer, extra_options, base)
+
+
+def _with_labels(options, labels):
+    if labels is None or labels == options.get("cond_or_uncond"):
+        return options
+    return {**options, "cond_or_uncond": list(labels)}
+

@@ -1,0 +1,76 @@
+"""What every method's WebUI Script does; mixed into one `modules.scripts.Script` subclass
+per method in scripts/attnguide_<method>.py. A plain class on purpose: A1111 registers
+every Script subclass it finds in a scripts/*.py file (modules/scripts.py:497-505)."""
+import logging
+
+from . import ui
+from .a1111_methods import NotServed
+from .xyz import overrides
+
+_LOG = logging.getLogger("attnguide")
+
+
+class MethodScript:
+    spec = None  # params.MethodSpec
+
+    def title(self):
+        return self.spec.title
+
+    def show(self, is_img2img):
+        from modules import scripts
+        return scripts.AlwaysVisible if self.spec.img2img or not is_img2img else False
+
+    def ui(self, is_img2img):
+        return ui.build(self, self.spec, is_img2img)
+
+    def read(self, p, args):
+        """(enabled, params keyed like the node's execute() kwargs), X/Y/Z overrides applied."""
+        return self.spec.read(args, overrides(p, self.spec.key))
+
+    def process(self, p, *args):
+        enabled, params = self.read(p, args)
+        if enabled:
+            p.extra_generation_params.update(self.spec.infotext(params))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        """Called before every sampling pass (twice with hires fix, modules/processing.py:1338/1446)."""
+        enabled, params = self.read(p, args)
+        if not enabled or (getattr(p, "is_hr_pass", False) and self.spec.hires == "skip"):
+            return
+        if self.spec.key == "attend_excite":
+            params["prompt"] = p.prompt
+        from . import host
+        try:
+            if host() == "a1111":
+                _apply_a1111(p, self.spec.key, params, kwargs["x"])
+            else:
+                _apply_forge(p, self.spec.key, params)
+        except NotServed as e:
+            _LOG.warning("attnguide: %s", e)
+
+    def postprocess_batch(self, p, *args, **kwargs):
+        _finish(p)
+
+    def postprocess(self, p, processed, *args):
+        _finish(p)
+
+
+def _apply_a1111(p, method, params, x):
+    from . import a1111_methods, a1111_router
+    a1111_methods.install(a1111_router.session_for(p, x), method, params)
+
+
+def _apply_forge(p, method, params):
+    from . import load_forge_backend
+    backend = load_forge_backend()
+    if backend is None:
+        raise NotServed(f"{method}: the Forge/reForge backend of AttnGuide is not installed in this copy of the pack.")
+    from .forge_webui import host_params
+    params.update(host_params(p, method))  # the run's sigmas, the prompt encoder / tokenizer (forge_backend's HOST_PARAMS)
+    objects = p.sd_model.forge_objects
+    objects.unet = backend.apply(method, objects.unet, params)
+
+
+def _finish(p):
+    from .a1111_router import close_session
+    close_session(p)

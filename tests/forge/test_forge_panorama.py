@@ -1,0 +1,69 @@
+"""Panorama through the Forge backend equals the Panorama node (ComfyUI standing in for ldm_patched),
+alone and with PAG; SAG with it is refused with a clear message."""
+import pytest
+
+from test_forge_sag_pag import forge, pag_node, rel, run, sag_node
+
+SHAPE = (16, 40)
+
+
+def panorama_node(model, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4):
+    from attnguide.nodes.panorama import Panorama
+    return Panorama.execute(model, window, window, stride, wrap, weights, batch).result[0]
+
+
+def forge_panorama(patcher, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4):
+    return forge("panorama", patcher, window_width=window, window_height=window, stride=stride, wrap=wrap,
+                 weights=weights, window_batch=batch)
+
+
+@pytest.fixture
+def old(model):
+    import forge_double as F
+    return F.old_patcher(model)
+
+
+@pytest.mark.parametrize("wrap,weights,batch", [("horizontal", "uniform", 4), ("none", "feathered", 3), ("both", "uniform", 1)])
+def test_panorama_equals_node(model, old, wrap, weights, batch):
+    ours = run(forge_panorama(old, wrap=wrap, weights=weights, batch=batch), shape=SHAPE, forge_path=True)
+    ref = run(panorama_node(model, wrap=wrap, weights=weights, batch=batch), shape=SHAPE)
+    assert rel(ours, ref) <= 1e-5
+    assert rel(run(model, shape=SHAPE), ref) >= 1e-3, "the panorama did not change the result"
+
+
+@pytest.mark.parametrize("order", ["pag_first", "panorama_first"])
+def test_panorama_with_pag_equals_nodes(model, old, order):
+    if order == "pag_first":
+        ours, ref = forge_panorama(forge("pag", old)), panorama_node(pag_node(model))
+    else:
+        ours, ref = forge("pag", forge_panorama(old)), pag_node(panorama_node(model))
+    ours, ref = run(ours, batch=2, shape=SHAPE, forge_path=True), run(ref, batch=2, shape=SHAPE)
+    assert rel(ours, ref) <= 1e-5
+    assert rel(run(panorama_node(model), batch=2, shape=SHAPE), ref) >= 1e-3
+
+
+def test_sag_with_panorama_is_refused(sd1):
+    import forge_double as F
+    old = F.old_patcher(sd1)
+    with pytest.raises(ValueError, match="cannot run together with the panorama"):
+        forge("sag", forge_panorama(old))
+    with pytest.raises(ValueError, match="cannot run together with the panorama"):
+        forge_panorama(forge("sag", old))
+
+
+def test_bad_panorama_params_are_named(sd1):
+    import forge_double as F
+    old = F.old_patcher(sd1)
+    for params, message in [({"window_width": 100}, "window_width: 100 px is not a multiple"),
+                            ({"stride": 1024}, "stride: 1024 px is larger than the window"),
+                            ({"wrap": "round"}, "wrap: unknown value 'round'"),
+                            ({"weights": "soft"}, "weights: unknown mode 'soft'")]:
+        with pytest.raises(ValueError, match=message):
+            forge("panorama", old, **params)
+
+
+def test_panorama_defaults_are_the_nodes_defaults(comfy):
+    from attnguide.nodes.panorama import Panorama
+    from attnguide.scripts.attnguide_webui.forge_params import DEFAULTS
+    inputs = {i.id: i.default for i in Panorama.define_schema().inputs if i.id != "model"}
+    assert DEFAULTS["panorama"] == inputs
