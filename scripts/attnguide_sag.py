@@ -1,28 +1,13 @@
 """Self-Attention Guidance (AttnGuide) as an always-on section of the A1111 / Forge / reForge tabs.
 
-The pack root is loaded as the package `attnguide` (as ComfyUI loads it); the Script's
-behaviour lives in scripts/attnguide_webui/.
+The Script's behaviour lives in scripts/attnguide_webui/.
 """
-import importlib
-import importlib.util
-import sys
+import runpy
 from pathlib import Path
 
 from modules import scripts
 
-
-def _webui():
-    if "attnguide" not in sys.modules:
-        root = Path(__file__).resolve().parents[1]
-        spec = importlib.util.spec_from_file_location("attnguide", root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
-        sys.modules["attnguide"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return importlib.import_module("attnguide.scripts.attnguide_webui")
-
-
-webui = _webui()
-webui.register_axes("sag")
+webui = runpy.run_path(str(Path(__file__).with_name("attnguide_webui") / "pack_loader.py"))["load"]("sag")
 
 
 class AttnGuideSAG(webui.MethodScript, scripts.Script):
