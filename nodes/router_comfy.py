@@ -17,6 +17,7 @@ import comfy.patcher_extension
 import comfy.sampler_helpers
 import comfy.samplers
 
+from ..attention.attn1_replace import RoutedAttn1Replace, with_labels
 from ..attention.layers import Layer
 from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
 from . import shared_prefix_comfy
@@ -89,8 +90,8 @@ def _predict_noise(executor, x, timestep, model_options={}, seed=None):
     for layer in router.layers:
         key = (layer.kind, layer.block, layer.depth)
         fn = replaces.get(key, replaces.get(key[:2]))
-        if fn is not None and not isinstance(fn, _Attn1Replace):
-            foreign[key] = _Attn1Replace(layer, fn)
+        if fn is not None and not isinstance(fn, RoutedAttn1Replace):
+            foreign[key] = RoutedAttn1Replace(layer, fn, _comfy_kernel)
     if foreign:
         to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
     return executor(x, timestep, {**model_options, "transformer_options": to}, seed)
@@ -115,7 +116,7 @@ def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
 def _route_layer(model, layer, force_replace):
     to = model.model_options["transformer_options"]
     if force_replace or not HAS_OVERRIDE:
-        model.set_model_attn1_replace(_Attn1Replace(layer, None), layer.kind, layer.block, layer.depth)
+        model.set_model_attn1_replace(RoutedAttn1Replace(layer, None, _comfy_kernel), layer.kind, layer.block, layer.depth)
         return
     override = to.get(OVERRIDE_KEY)
     if not isinstance(override, _RoutedOverride):
@@ -124,32 +125,8 @@ def _route_layer(model, layer, force_replace):
         model.set_model_attn1_output_patch(_clear_attn1)
 
 
-class _Attn1Replace:
-    def __init__(self, layer, previous):
-        self.layer, self.previous = layer, previous
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
-
-        def base(q, k, v, labels):
-            if self.previous is None:
-                return host_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
-            return self.previous(q, k, v, _with_labels(extra_options, labels))
-
-        router = extra_options.get(ROUTER_KEY)
-        if router is None:
-            return base(q, k, v, extra_options.get("cond_or_uncond"))
-        return router.attend(q, k, v, heads, self.layer, extra_options, base)
-
-
-def _with_labels(options, labels):
-    """The options as seen by code that gets only the rows of chunks `labels`."""
-    if labels is None or labels == options.get("cond_or_uncond"):
-        return options
-    return {**options, "cond_or_uncond": list(labels)}
+def _comfy_kernel(q, k, v, heads, extra_options):
+    return host_attention.optimized_attention(q, k, v, heads, attn_precision=extra_options.get("attn_precision"))
 
 
 def _mark_attn1(n, context, value, extra_options):
@@ -187,5 +164,5 @@ class _RoutedOverride:
         if at != (block, depth) or block is None:
             return nxt(*args, **kwargs)
         q, k, v, heads = args
-        base = lambda q, k, v, labels: nxt(q, k, v, heads, **{**kwargs, "transformer_options": _with_labels(to, labels)})
+        base = lambda q, k, v, labels: nxt(q, k, v, heads, **{**kwargs, "transformer_options": with_labels(to, labels)})
         return to[ROUTER_KEY].attend(q, k, v, heads, Layer(block[0], block[1], depth), to, base)

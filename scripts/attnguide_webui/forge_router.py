@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from ...attention.attn1_replace import RoutedAttn1Replace
 from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router
 from .forge_host import host_of
 
@@ -77,7 +78,7 @@ def install(patcher, method, sigmas=None):
         replaces = to.get("patches_replace", {}).get("attn1", {})
         key = (layer.kind, layer.block, layer.depth)
         previous = replaces.get(key, replaces.get(key[:2]))
-        patcher.set_model_attn1_replace(Attn1Replace(layer, previous), layer.kind, layer.block, layer.depth)
+        patcher.set_model_attn1_replace(RoutedAttn1Replace(layer, previous, _host_kernel), layer.kind, layer.block, layer.depth)
 
 
 def run_extra(args, conds, x):
@@ -128,8 +129,8 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
     for layer in router.layers:
         key = (layer.kind, layer.block, layer.depth)
         fn = replaces.get(key, replaces.get(key[:2]))
-        if fn is not None and not isinstance(fn, Attn1Replace):
-            foreign[key] = Attn1Replace(layer, fn)  # set after ours (e.g. set_model_replace_all): both run
+        if fn is not None and not isinstance(fn, RoutedAttn1Replace):
+            foreign[key] = RoutedAttn1Replace(layer, fn, _host_kernel)  # set after ours (e.g. set_model_replace_all): both run
     if foreign:
         to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
     return model, x, timestep, uncond, cond, cond_scale, {**model_options, "transformer_options": to}, seed
@@ -264,29 +265,5 @@ def _cat_tokens(parts):
     return torch.cat(parts)
 
 
-class Attn1Replace:
-    def __init__(self, layer, previous):
-        self.layer, self.previous = layer, previous
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
-
-        def base(q, k, v, labels):
-            if self.previous is None:
-                return extra_options[HOST_KEY].attention(q, k, v, heads)
-            return self.previous(q, k, v, _with_labels(extra_options, labels))
-
-        router = extra_options.get(ROUTER_KEY)
-        if router is None:
-            return base(q, k, v, extra_options.get("cond_or_uncond"))
-        return router.attend(q, k, v, heads, self.layer, extra_options, base)
-
-
-def _with_labels(options, labels):
-    if labels is None or labels == options.get("cond_or_uncond"):
-        return options
-    return {**options, "cond_or_uncond": list(labels)}
-
+def _host_kernel(q, k, v, heads, extra_options):
+    return extra_options[HOST_KEY].attention(q, k, v, heads)
