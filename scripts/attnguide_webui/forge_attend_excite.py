@@ -7,20 +7,19 @@ only in that forward. The sampler keeps its own x, so a post-CFG function, run l
 the denoised prediction that carries the move to its next state
 (guidance.latent_update.moved_latent_denoised): exact for Euler and DDIM.
 """
-import contextlib
 import dataclasses
 
 import torch
 
 from ...attention.cond_items import item_conds
 from ...attention.cross_maps import MapStore
-from ...attention.grad_forward import gradients_through
 from ...attention.layers import is_unet
 from ...attention.router import ROLES_KEY, ROUTER_KEY, Method
 from ...attention.unet_levels import cross_attention_levels, grid
 from ...guidance.attend_excite import ExciteSettings, excite_latent
 from ...guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
 from ...guidance.latent_update import moved_latent_denoised
+from .forge_grad import gradient_forward
 from .forge_params import method_key
 from .forge_router import host, install, schedule_of, step_context, warn_once
 
@@ -138,30 +137,12 @@ class _Exciter:
             return attention[0].reshape(h, w, -1)
 
         out = []
-        inplace = host(model_options).name == "forge"
-        with gradients_through(model.diffusion_model), _norm_inputs_copied(model.diffusion_model, inplace):
+        with gradient_forward(model, model_options):
             for item in range(x.shape[0]):
                 xi = x[item:item + 1].detach().clone()
                 xi, _, _ = excite_latent(xi, ctx.step, ctx.steps, c_in, settings, lambda xi: evaluate(xi, item))
                 out.append(xi)
         return torch.cat(out).to(x.dtype)
-
-
-@contextlib.contextmanager
-def _norm_inputs_copied(diffusion_model, active):
-    """Forge's transformer blocks add the attention output to their input in place (x += n,
-    backend/nn/unet.py:240, 272), which autograd refuses for an input its LayerNorm saved. While
-    the measuring forwards run, each LayerNorm gets (and saves) a copy instead."""
-    handles = []
-    try:
-        if active:
-            for module in diffusion_model.modules():
-                if isinstance(module, torch.nn.LayerNorm):
-                    handles.append(module.register_forward_pre_hook(lambda m, args: (args[0].clone(), *args[1:])))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class _Measured(Exception):

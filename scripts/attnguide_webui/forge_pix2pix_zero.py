@@ -19,11 +19,10 @@ import math
 import torch
 
 from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
-from ...attention.grad_forward import gradients_through
 from ...attention.layers import is_unet, unet_layers
 from ...attention.router import ROLES_KEY, Method
 from ...guidance import pix2pix_zero as p2pz
-from .forge_attend_excite import _norm_inputs_copied
+from .forge_grad import gradient_forward
 from .forge_params import method_key
 from .forge_router import host, install, schedule_of, step_context, warn_once
 
@@ -177,8 +176,7 @@ class _Editor:
             return loss["value"]
 
         c_in = host(model_options).input_scale(model, timestep[:1])
-        inplace = host(model_options).name == "forge"
-        with gradients_through(model.diffusion_model), _norm_inputs_copied(model.diffusion_model, inplace):
+        with gradient_forward(model, model_options):
             x_u, x_c = p2pz.guided_latents(x_edit, loss_fn, self.amount, c_in)
         if not guided:
             x_u = x_c
