@@ -9,7 +9,6 @@ the schedule it is given (k-diffusion samplers: `sigmas`; DDIM: `timesteps`). Ex
 Euler and DDIM, first order for the other k-diffusion samplers (as the ComfyUI node);
 PLMS, UniPC and DDIM CFG++ are not served (a message says so).
 """
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -23,6 +22,7 @@ from ...guidance.attend_excite import ExciteSettings, excite_latent
 from ...guidance.excite_inputs import match_words, parse_indices, parse_step, parse_thresholds, resolve
 from ...guidance.latent_update import moved_latent_denoised
 from ...guidance.schedule import step_index
+from .a1111_forward import InstanceForward, forwards_replaced
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_step import make_condition_dict, take_rows
@@ -112,11 +112,11 @@ class _Measured(Exception):
     """Ends a measuring forward once the last map is captured."""
 
 
-class _Mover:
+class _Mover(InstanceForward):
     def __init__(self, session, denoiser, settings, attn2, downscale):
+        super().__init__(denoiser)
         self.session, self.denoiser, self.settings = session, denoiser, settings
         self.attn2, self.downscale = attn2, downscale
-        self.saved = denoiser.__dict__.get("forward")
         self.schedule, self.warned = None, False
 
     def set_schedule(self, sigmas, timesteps):
@@ -126,16 +126,6 @@ class _Mover:
             self.schedule = [float(s) for s in sigmas]
         elif timesteps is not None:  # DDIM evaluates timesteps[-1] .. timesteps[1], ends at timesteps[0]
             self.schedule = [float(space.sigma(t.reshape(1))[0]) for t in torch.as_tensor(timesteps).flip(0)]
-
-    def previous(self, *args):
-        return self.saved(*args) if self.saved is not None else type(self.denoiser).forward(self.denoiser, *args)
-
-    def remove(self):
-        if self.denoiser.__dict__.get("forward") is self:
-            if self.saved is None:
-                del self.denoiser.forward
-            else:
-                self.denoiser.forward = self.saved
 
     def __call__(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         args = (uncond, cond, cond_scale, s_min_uncond, image_cond)
@@ -191,19 +181,8 @@ class _Mover:
                              f"({attention.shape[-1] - 2}).")
         return attention[0].reshape(h, w, -1)
 
-    @contextlib.contextmanager
     def _capturing(self, store):
-        saved = [(m, m.__dict__.get("forward")) for m in self.attn2]
-        for m in self.attn2:
-            m.forward = functools.partial(_capture, m, store, len(self.attn2))
-        try:
-            yield
-        finally:
-            for m, forward in saved:
-                if forward is None:
-                    del m.forward
-                else:
-                    m.forward = forward
+        return forwards_replaced(self.attn2, lambda m: functools.partial(_capture, m, store, len(self.attn2)))
 
 
 def _capture(module, store, layers, x, context=None, mask=None, **kwargs):

@@ -8,6 +8,7 @@ step for every window. Blending the outputs is exact for both inner models: the 
 of one call share sigma/timestep, and eps and x0 are affine in each other there.
 """
 from ...guidance import panorama as pano
+from .a1111_forward import InstanceForward
 from .a1111_methods import NotServed
 
 WRAPS = {"none": (False, False), "horizontal": (False, True), "vertical": (True, False), "both": (True, True)}
@@ -39,21 +40,11 @@ def install(session, window_width, window_height, stride, wrap, weights, window_
     session.on_close(tiler.remove)
 
 
-class _Tiler:
+class _Tiler(InstanceForward):
     def __init__(self, session, denoiser, window, stride, wrap, weights, batch):
+        super().__init__(denoiser)
         self.session, self.denoiser = session, denoiser
-        self.saved = denoiser.__dict__.get("forward")
         self.window, self.stride, self.wrap, self.weights, self.batch = window, stride, wrap, weights, batch
-
-    def previous(self, *args):
-        return self.saved(*args) if self.saved is not None else type(self.denoiser).forward(self.denoiser, *args)
-
-    def remove(self):
-        if self.denoiser.__dict__.get("forward") is self:
-            if self.saved is None:
-                del self.denoiser.forward
-            else:
-                self.denoiser.forward = self.saved
 
     def __call__(self, x, sigma, uncond, cond, cond_scale, s_min_uncond, image_cond):
         d, session = self.denoiser, self.session

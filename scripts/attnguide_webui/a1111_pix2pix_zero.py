@@ -16,6 +16,7 @@ through the prediction (guidance.pix2pix_zero.edit_denoised: exact for Euler, fi
 for the other k-diffusion samplers). Both are restored when the call ends or fails, and the
 session's close restores them too.
 """
+import contextlib
 import logging
 
 import torch
@@ -24,6 +25,7 @@ from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_a
 from ...attention.layers import is_unet, unet_layers
 from ...guidance import pix2pix_zero as p2pz
 from ...guidance.schedule import step_index
+from .a1111_forward import forwards_replaced
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_step import make_condition_dict, take_rows
@@ -111,19 +113,10 @@ class _Editor:
 
     def _model(self, x, sigma, text, image_cond, attend=None):
         """The inner model (x in, denoised out), every attn2 layer through `attend` when given."""
-        saved = [(m, m.__dict__.get("forward")) for m in self.attn2]
-        if attend is not None:
-            for m in self.attn2:
-                m.forward = _Attn2(m, attend)
-        try:
+        swapped = contextlib.nullcontext() if attend is None else forwards_replaced(self.attn2, lambda m: _Attn2(m, attend))
+        with swapped:
             cond = make_condition_dict(self.session.p.sd_model, text, image_cond)
             return self.denoiser.inner_model(x, sigma, cond=cond)
-        finally:
-            for m, forward in saved:
-                if forward is None:
-                    m.__dict__.pop("forward", None)
-                else:
-                    m.forward = forward
 
     def _prompt(self, cond, step):
         """Each image's first sub-prompt at this step (AND sub-prompts after the first are not used)."""

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ...attention.math import merge_heads, split_heads
 from ...attention.router import COND, ROLES_KEY, STEP_KEY, UNCOND, Router
+from .a1111_forward import InstanceForward
 from .a1111_space import space_for
 from .a1111_step import Step, StepData, cat_rows, make_condition_dict, rows_of, take_rows, tile_rows, tokens_of
 
@@ -89,17 +90,12 @@ def _close_with(p):
         p.close = _CloseSessionFirst(p, p.close)
 
 
-class _RoutedForward:
+class _RoutedForward(InstanceForward):
     """Instance forward of one attn1 module."""
 
     def __init__(self, session, module, layer):
-        self.session, self.module, self.layer = session, module, layer
-        self.saved = module.__dict__.get("forward")  # another extension's instance forward, if any
-
-    def previous(self, *args, **kwargs):
-        if self.saved is not None:
-            return self.saved(*args, **kwargs)
-        return type(self.module).forward(self.module, *args, **kwargs)  # the optimisation active now
+        super().__init__(module)
+        self.session, self.layer = session, layer
 
     def __call__(self, x, *args, **kwargs):
         session = self.session
@@ -197,12 +193,7 @@ class Session:
         for handle in self.handles:
             handle.remove()
         for routed in self.routed.values():
-            module = routed.module
-            if module.__dict__.get("forward") is routed:
-                if routed.saved is None:
-                    del module.forward
-                else:
-                    module.forward = routed.saved
+            routed.remove()
             routed.session = None  # wrapped by someone since: stays in their chain, passes through
         for fn in (self._on_denoiser, self._on_denoised, self._on_after_cfg):
             self.callbacks.remove_callbacks_for_function(fn)
