@@ -22,7 +22,7 @@ from ...guidance.attend_excite import ExciteSettings, excite_latent
 from ...guidance.excite_inputs import match_words, parse_indices, parse_step, parse_thresholds, resolve
 from ...guidance.latent_update import moved_latent_denoised
 from ...guidance.schedule import step_index
-from .a1111_forward import InstanceForward, forwards_replaced
+from .a1111_forward import InstanceForward, forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_step import make_condition_dict, take_rows
@@ -63,7 +63,7 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
                    attention_downscale)
     denoiser.forward = mover
     session.on_close(mover.remove)
-    original = sampler.func
+    original, saved = sampler.func, sampler.__dict__.get("func")
 
     @functools.wraps(original)  # the sampler reads the function's parameters (sd_samplers_kdiffusion.py:197-230)
     def func(*args, **kwargs):
@@ -71,12 +71,7 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
         return original(*args, **kwargs)
 
     sampler.func = func
-    session.on_close(lambda: _restore(sampler, func, original))
-
-
-def _restore(sampler, ours, original):
-    if sampler.__dict__.get("func") is ours:
-        sampler.func = original
+    session.on_close(lambda: hand_back(sampler, "func", func, saved))
 
 
 def word_positions(sd_model, prompt, words):

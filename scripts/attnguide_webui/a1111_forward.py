@@ -16,11 +16,17 @@ class InstanceForward:
 
     def remove(self):
         """Off the module if still on top; wrapped by someone since, it stays in their chain."""
-        if self.module.__dict__.get("forward") is self:
-            if self.saved is None:
-                del self.module.forward
-            else:
-                self.module.forward = self.saved
+        hand_back(self.module, "forward", self, self.saved)
+
+
+def hand_back(obj, name, ours, saved):
+    """Undo `obj.<name> = ours` if ours is still on top: back to `saved` (what the instance had
+    before, e.g. another extension's) or, when it had nothing, to the class's attribute."""
+    if obj.__dict__.get(name) is ours:
+        if saved is None:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, saved)
 
 
 @contextlib.contextmanager

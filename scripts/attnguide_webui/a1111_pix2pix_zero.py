@@ -25,7 +25,7 @@ from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_a
 from ...attention.layers import is_unet, unet_layers
 from ...guidance import pix2pix_zero as p2pz
 from ...guidance.schedule import step_index
-from .a1111_forward import forwards_replaced
+from .a1111_forward import forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_step import make_condition_dict, take_rows
@@ -55,7 +55,8 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
                                       int(auto_corr_rolls))
     attn2 = [attn1_module(unet, layer, "attn2") for layer in unet_layers(unet)]
     editor = _Editor(session, denoiser, direction, float(guidance_amount), attn2, map_dtype)
-    original = sampler.sample_img2img
+    original, saved_sample = sampler.sample_img2img, sampler.__dict__.get("sample_img2img")
+    saved = {}
 
     def sample_img2img(p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         from modules import sd_samplers_common
@@ -65,21 +66,18 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
         with torch.no_grad():
             inverted = editor.invert(x, conditioning, image_conditioning, settings, int(seed))
         start = (inverted - x) / editor.sigmas[0]
+        saved["forward"] = denoiser.__dict__.get("forward")
         denoiser.forward = editor
         try:
             out = original(p, torch.cat([x, x]), torch.cat([start, start]), conditioning, unconditional_conditioning,
                            steps=steps, image_conditioning=image_conditioning)
         finally:
-            _restore(denoiser, "forward", editor)
+            hand_back(denoiser, "forward", editor, saved["forward"])
         return out[:x.shape[0]]
 
     sampler.sample_img2img = sample_img2img
-    session.on_close(lambda: (_restore(sampler, "sample_img2img", sample_img2img), _restore(denoiser, "forward", editor)))
-
-
-def _restore(obj, name, ours):
-    if obj.__dict__.get(name) is ours:
-        delattr(obj, name)
+    session.on_close(lambda: (hand_back(sampler, "sample_img2img", sample_img2img, saved_sample),
+                              hand_back(denoiser, "forward", editor, saved.get("forward"))))
 
 
 def _encode(session, text, name):

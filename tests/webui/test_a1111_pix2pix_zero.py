@@ -47,9 +47,11 @@ def inputs(batch, seed=1):
     return latents, td.randn((batch, 77, DIM), seed + 1), td.randn((batch, 77, DIM), seed + 2)
 
 
-def img2img(h, args, latents, cond, uncond, cfg=7.5, fail_at=None, interrupt_at=None, is_img2img=True):
+def img2img(h, args, latents, cond, uncond, cfg=7.5, fail_at=None, interrupt_at=None, is_img2img=True,
+            other_extension=None):
     """One img2img generation (denoising strength 1) through the scripts; latents: the clean
-    init latents in VP units at the schedule's last level, as the reference takes them."""
+    init latents in VP units at the schedule's last level, as the reference takes them.
+    other_extension(sampler): patches the sampler before the scripts run, as another extension would."""
     runner = a1.ScriptRunner(h.classes, is_img2img=is_img2img)
     script_args = runner.defaults()
     for script in runner.scripts:
@@ -63,6 +65,8 @@ def img2img(h, args, latents, cond, uncond, cfg=7.5, fail_at=None, interrupt_at=
     p.c, p.uc = a1.conditioning(cond), a1.unconditioning(uncond)
     p.image_conditioning = latents.new_zeros(latents.shape[0], 5, 1, 1)
     p.sampler = sampler = i2i.KDiffusionSampler(h.shared, h.callbacks, a1.sample_euler, "sample_euler", schedule.sigmas)
+    if other_extension is not None:
+        other_extension(sampler)
     h.shared.state.interrupt_at = interrupt_at
     if fail_at is not None:
         step = sampler.callback_state
@@ -122,6 +126,34 @@ def test_interrupt_and_error_leave_nothing_patched(models, host):
         img2img(host, {TITLE: p2pz_args()}, latents, cond, uncond, fail_at=1)
     assert leftovers(models[0], host) == []
     assert all("forward" not in m.__dict__ for m in models[0].modules())
+
+
+def test_another_extensions_patches_run_and_are_handed_back(models, host):
+    """Instance sample_img2img and denoiser forward set by another extension before ours: our pass
+    goes through its sample_img2img, and after the run both are back, exactly."""
+    latents, cond, uncond = inputs(1)
+    calls = []
+
+    def other_extension(sampler):
+        def sample_img2img(*args, **kwargs):
+            calls.append("sample_img2img")
+            return type(sampler).sample_img2img(sampler, *args, **kwargs)
+
+        def forward(*args, **kwargs):
+            calls.append("forward")
+            return type(sampler.model_wrap_cfg).forward(sampler.model_wrap_cfg, *args, **kwargs)
+        sampler.sample_img2img, sampler.model_wrap_cfg.forward = sample_img2img, forward
+        patches.update(sample_img2img=sample_img2img, forward=forward)
+
+    patches = {}
+    ours, p, runner = img2img(host, {TITLE: p2pz_args()}, latents, cond, uncond, other_extension=other_extension)
+    assert not runner.errors, runner.errors
+    assert p.sampler.__dict__["sample_img2img"] is patches["sample_img2img"]
+    assert p.sampler.model_wrap_cfg.__dict__["forward"] is patches["forward"]
+    assert calls.count("sample_img2img") == 1
+    plain, _, _ = img2img(host, {TITLE: p2pz_args()}, latents, cond, uncond)
+    assert torch.equal(ours, plain)   # the edit pass itself is ours: the other forward does not run inside it
+    assert leftovers(models[0], host) == []
 
 
 def test_bad_input_is_refused_with_a_message(models, host, caplog):
