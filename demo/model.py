@@ -17,6 +17,7 @@ from .text import TextEncoder
 from .unet import UNetModel
 
 WEIGHTS = Path(__file__).resolve().parent / "model.safetensors"
+CAUSAL_WEIGHTS = WEIGHTS.with_name("model_causal.safetensors")  # the same model fine-tuned with a causal text encoder
 
 
 def alphas_cumprod(steps=1000, beta_start=0.00085, beta_end=0.012):
@@ -25,9 +26,9 @@ def alphas_cumprod(steps=1000, beta_start=0.00085, beta_end=0.012):
 
 
 class DemoModel(nn.Module):
-    def __init__(self, unet_config=None):
+    def __init__(self, unet_config=None, text_config=None):
         super().__init__()
-        self.text = TextEncoder()
+        self.text = TextEncoder(**(text_config or {}))
         self.unet = UNetModel(**(unet_config or {}))
         abar = alphas_cumprod()
         self.register_buffer("sigmas", ((1 - abar) / abar).sqrt().float(), persistent=False)
@@ -50,7 +51,7 @@ class DemoModel(nn.Module):
 
     def save(self, path, metadata=None):
         tensors = {k: v.detach().half().contiguous() for k, v in self.state_dict().items()}
-        meta = {"unet_config": json.dumps(self.unet.config), **{k: str(v) for k, v in (metadata or {}).items()}}
+        meta = {"unet_config": json.dumps(self.unet.config), "text_config": json.dumps(self.text.config), **{k: str(v) for k, v in (metadata or {}).items()}}
         save_file(tensors, str(path), metadata=meta)
 
 
@@ -63,6 +64,8 @@ def load(path=WEIGHTS):
     from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
-    model = DemoModel(json.loads(meta["unet_config"]))
+    # weights saved before text_config existed had a bidirectional text encoder
+    text_config = json.loads(meta.get("text_config", '{"causal": false}'))
+    model = DemoModel(json.loads(meta["unet_config"]), text_config)
     model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return model.eval(), meta

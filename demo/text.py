@@ -2,6 +2,10 @@
 
 Every prompt becomes MAX_TOKENS ids: <start>, the words, <end>, then <pad>; the encoder
 returns one vector per position (b, MAX_TOKENS, WIDTH), the UNet's cross-attention context.
+The shipped model's encoder is bidirectional: every token sees the whole caption. With
+causal=True (as CLIP's text encoder in Stable Diffusion) a token sees only itself and the
+tokens before it, so in "a red circle and a blue square" the vector of "circle" describes the
+red circle and nothing after it (demo/model_causal.safetensors; README, "Demo model").
 """
 import torch
 from torch import nn
@@ -31,8 +35,9 @@ def tokenize(prompts):
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, width=WIDTH, layers=2, heads=4):
+    def __init__(self, width=WIDTH, layers=2, heads=4, causal=False):
         super().__init__()
+        self.config = dict(width=width, layers=layers, heads=heads, causal=causal)
         self.token_embedding = nn.Embedding(len(VOCAB), width)
         self.position_embedding = nn.Parameter(torch.zeros(MAX_TOKENS, width))
         layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
@@ -40,7 +45,11 @@ class TextEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(width)
 
     def forward(self, ids):
-        return self.final_norm(self.layers(self.token_embedding(ids) + self.position_embedding))
+        h = self.token_embedding(ids) + self.position_embedding
+        if self.config["causal"]:
+            mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1], device=ids.device)
+            return self.final_norm(self.layers(h, mask=mask, is_causal=True))
+        return self.final_norm(self.layers(h))
 
     def encode(self, prompts):
         return self(tokenize(prompts).to(self.position_embedding.device))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import scenes
-from .model import WEIGHTS, DemoModel, alphas_cumprod
+from .model import WEIGHTS, DemoModel, alphas_cumprod, load
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,15 +59,19 @@ def main(argv=None):
     p.add_argument("--drop", type=float, default=0.1, help="caption dropout (empty caption) for CFG")
     p.add_argument("--partial", type=float, default=0.1, help="colours-only / shapes-only captions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--causal-text", action="store_true", help="a causal text encoder (as CLIP's); with --init it "
+                                                              "replaces the starting weights' bidirectional one")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-minutes", type=float, default=3.0)
     p.add_argument("--state", default=str(HERE / "train_state.pt"), help="resumable training state (not shipped)")
     p.add_argument("--out", default=str(WEIGHTS), help="EMA weights written at every save")
+    p.add_argument("--init", default=None, help="start from these weights (model and EMA; a fresh optimizer; "
+                                                "step and minutes go on from the file's) when --state does not exist")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
-    model = DemoModel()
+    model = DemoModel(text_config={"causal": args.causal_text})
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     step, elapsed = 0, 0.0
@@ -78,6 +82,12 @@ def main(argv=None):
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["seconds"]
         print(f"resumed at step {step} ({elapsed / 60:.1f} min trained)", flush=True)
+    elif args.init:
+        start, meta = load(args.init)
+        model.load_state_dict(start.state_dict())
+        ema.load_state_dict(start.state_dict())
+        step, elapsed = int(meta.get("step", 0)), 60 * float(meta.get("train_minutes", 0))
+        print(f"starting from {args.init} (step {step}, {elapsed / 60:.1f} min trained; fresh optimizer)", flush=True)
     abar = alphas_cumprod().float()
 
     def save():

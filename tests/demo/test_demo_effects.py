@@ -14,6 +14,7 @@ import torch
 from attnguide.demo import judge as judges
 from attnguide.demo import model as models
 from attnguide.demo import methods, scenes
+from attnguide.demo import effects
 from attnguide.demo.effects import EXCITE_CFG, EXPERIMENTS
 from attnguide.demo.host import Host, ddim_sigmas
 from attnguide.demo.unet import CROSS_ATTENTION_KEY
@@ -135,3 +136,17 @@ def test_demo_command_writes_sheet_and_effects(tmp_path):
         assert s["n"] == 2 and {"metric", "baseline", "guided", "difference_95ci"} <= set(s)
     from PIL import Image
     assert Image.open(tmp_path / "sheet.png").size[0] > 400
+
+
+def test_causal_text_encoder_binds_colours_to_shapes(shipped):
+    """README, 'Demo model': fine-tuned with a causal text encoder (demo/model_causal.safetensors), the
+    model draws each captioned colour as its captioned shape far more often than the shipped one."""
+    model, judge = shipped
+    causal, _ = models.load(models.CAUSAL_WEIGHTS)
+    assert causal.text.config["causal"] and not model.text.config["causal"]
+    contents = effects.prompts(SEED, N, distinct_shapes=True)
+    shipped_rate, causal_rate = (judge.present(effects.sample(m, contents, SEED + 1, EXCITE_CFG, STEPS), contents)
+                                 for m in (model, causal))
+    summary = effects.Effect("causal", "present", "higher", {}, shipped_rate.tolist(), causal_rate.tolist()).summary()
+    print(summary)
+    assert summary["effect_shown"], summary

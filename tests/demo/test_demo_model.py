@@ -109,3 +109,34 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     assert meta_a["step"] == meta_b["step"] == "4"
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+def test_causal_text_encoder_sees_only_earlier_words():
+    torch.manual_seed(0)
+    prompts = ["a red circle and a blue square", "a red circle and a green triangle"]  # differ from word 5 on
+    with torch.no_grad():
+        causal = DemoModel(text_config={"causal": True}).text.encode(prompts)
+        torch.manual_seed(0)
+        both_ways = DemoModel().text.encode(prompts)
+    first = slice(0, 5)   # <start> a red circle and
+    assert torch.allclose(causal[0, first], causal[1, first], atol=1e-6)
+    assert (both_ways[0, first] - both_ways[1, first]).abs().max() > 1e-3
+    assert (causal[0, 5:] - causal[1, 5:]).abs().max() > 1e-3
+
+
+def test_text_encoder_kind_is_saved_with_the_weights(tmp_path):
+    causal = DemoModel(text_config={"causal": True})
+    causal.save(tmp_path / "causal.safetensors")
+    assert load(tmp_path / "causal.safetensors")[0].text.config["causal"] is True
+    shipped, meta = load()
+    assert "text_config" not in meta and shipped.text.config["causal"] is False   # saved before the option: bidirectional
+
+
+def test_training_starts_from_given_weights_with_a_causal_encoder(tmp_path):
+    start = DemoModel()
+    start.save(tmp_path / "start.safetensors", {"step": 7, "train_minutes": 1.5})
+    train.main(["--batch", "4", "--warmup", "2", "--save-minutes", "1000", "--steps", "9", "--causal-text",
+                "--init", str(tmp_path / "start.safetensors"), "--state", str(tmp_path / "s.pt"),
+                "--out", str(tmp_path / "out.safetensors")])
+    out, meta = load(tmp_path / "out.safetensors")
+    assert meta["step"] == "9" and out.text.config["causal"] is True
