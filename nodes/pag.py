@@ -1,11 +1,11 @@
 from ..attention.math import identity_attention
-from ..attention.router import AttentionHook, Method
+from ..attention.router import AttentionHook, Method, step_context
 from ..guidance.pag import pag_guidance, pag_scale
 from ..guidance.rescale import rescale_denoised
 from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
-from .router_comfy import install, step_context
+from .router_comfy import install
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):

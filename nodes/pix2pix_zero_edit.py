@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from ..attention.layers import unet_layers
-from ..attention.router import ROLES_KEY
+from ..attention.model_calls import unrouted
 from ..attention.unet_levels import grid
 from ..guidance import pix2pix_zero as p2pz
 from ..guidance.schedule import step_index
@@ -82,12 +82,7 @@ class Editor:
 
     def _options(self, model_options, n, attend=None):
         """Options of one of our model calls: no router roles; `attend` on every attn2 layer."""
-        to = {**model_options.get("transformer_options", {}), ROLES_KEY: [None] * n}
-        if attend is not None:
-            replaces = to.get("patches_replace", {})
-            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): attend for l in self.layers}}
-            to["patches_replace"] = {**replaces, "attn2": attn2}
-        return {**model_options, "transformer_options": to}
+        return unrouted(model_options, n, self.layers, attend)
 
     def predict_noise(self, executor, x, timestep, model_options={}, seed=None):
         guider = executor.class_obj

@@ -1,10 +1,10 @@
 from ..attention.math import attention_with_key_mass
-from ..attention.router import COND, UNCOND, AttentionHook, Method
+from ..attention.router import COND, UNCOND, AttentionHook, Method, step_context
 from ..guidance import sag
 from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
-from .router_comfy import install, run_extra, step_context
+from .router_comfy import install, run_extra
 
 
 class SelfAttentionGuidance(io.ComfyNode):
@@ -62,13 +62,9 @@ class SelfAttentionGuidance(io.ComfyNode):
                 return args["denoised"]
             use_uncond = ctx.cfg > 1 and args["uncond"] is not None
             pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
-            x = args["input"]
             mass, grid = ctx.captures[key]
-            latent_hw = tuple(x.shape[-2:])
-            mask = sag.attention_mask(mass, sag.grid_shape(mass.shape[1], latent_hw, grid), latent_hw, threshold)
-            degraded = sag.degrade(pred, mask.to(pred.dtype), blur_sigma)
-            (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]],
-                                         sag.degraded_input(x, pred, degraded))
+            degraded, degraded_input = sag.degraded_branch(args["input"], pred, mass, grid, threshold, blur_sigma)
+            (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]], degraded_input)
             return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
 
         hook = AttentionHook(frozenset(selected), branch, capture)

@@ -1,12 +1,12 @@
 """Perturbed-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/pag.py).
 The perturbed rows run in the same UNet call as cond/uncond."""
 from ...attention.math import identity_attention
-from ...attention.router import AttentionHook, Method
+from ...attention.router import AttentionHook, Method, step_context
 from ...guidance.pag import pag_guidance, pag_scale
 from ...guidance.rescale import rescale_denoised
 from ...guidance.schedule import Schedule
 from .forge_params import layers_of, method_key
-from .forge_router import host, install, step_context
+from .forge_router import host, install
 
 
 def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, end_percent, sigmas=None):

@@ -20,11 +20,12 @@ import torch
 
 from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from ...attention.layers import is_unet, unet_layers
-from ...attention.router import ROLES_KEY, Method
+from ...attention.model_calls import unrouted
+from ...attention.router import Method, step_context
 from ...guidance import pix2pix_zero as p2pz
 from .forge_grad import gradient_forward
 from .forge_params import method_key
-from .forge_router import host, install, schedule_of, step_context, warn_once
+from .forge_router import host, install, schedule_of, warn_once
 
 NAME = "Pix2Pix-Zero"
 
@@ -87,13 +88,8 @@ class _Editor:
 
     def _call(self, model, conds, x, sigma, model_options, attend=None):
         """One model call (denoised) of conds at x, no router role; every attn2 layer through `attend`."""
-        to = model_options.get("transformer_options", {})
-        to = {**to, ROLES_KEY: [None]}
-        if attend is not None:
-            replaces = to.get("patches_replace", {})
-            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): attend for l in self.layers}}
-            to["patches_replace"] = {**replaces, "attn2": attn2}
-        return host(model_options).calc(model, [conds], x, sigma, {**model_options, "transformer_options": to})[0]
+        options = unrouted(model_options, 1, self.layers, attend)
+        return host(model_options).calc(model, [conds], x, sigma, options)[0]
 
     def _inverted(self, model, cond, x, sigmas, model_options):
         x0 = self.init_latent() if callable(self.init_latent) else self.init_latent

@@ -1,10 +1,10 @@
 """Self-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sag.py)."""
 from ...attention.math import attention_with_key_mass
-from ...attention.router import COND, ROUTER_KEY, UNCOND, AttentionHook, Method
+from ...attention.router import COND, ROUTER_KEY, UNCOND, AttentionHook, Method, step_context
 from ...guidance import sag
 from ...guidance.schedule import Schedule
 from .forge_params import layers_of, method_key
-from .forge_router import install, run_extra, step_context
+from .forge_router import install, run_extra
 
 
 def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_percent, sigmas=None):
