@@ -18,7 +18,7 @@ from ...guidance.excite_inputs import find_words, parse_indices, parse_step, par
 from ...guidance.latent_update import moved_latent_denoised
 from .forge_grad import gradient_forward
 from .forge_params import method_key
-from .forge_router import host, install, schedule_of, warn_once
+from .forge_router import host, install, modifier_step, post_cfg_last
 
 NAME = "Attend-and-Excite"
 
@@ -73,21 +73,17 @@ class _Exciter:
     def move(self, model, x, timestep, uncond, cond, cond_scale, model_options, seed):
         """Conditioning modifier: x moved for this step, and the post-CFG correction put last."""
         unchanged = model, x, timestep, uncond, cond, cond_scale, model_options, seed
-        ctx = step_context(model_options)
-        sigmas = schedule_of(model_options)
-        if ctx is None or not cond:
+        found = modifier_step(model_options, cond, f"{NAME}: the run's sigmas are unknown (the WebUI script passes "
+                                                   "params['sigmas']); it does nothing.")
+        if found is None:
             return unchanged
-        if sigmas is None:
-            warn_once(ctx, f"{NAME}: the run's sigmas are unknown (the WebUI script passes params['sigmas']); "
-                           "it does nothing.")
-            return unchanged
+        ctx, sigmas = found
         settings = self.settings(ctx.steps)
         if not settings.runs_at(ctx.step):
             return unchanged
         moved = self._excite(model, cond, x, timestep, model_options, ctx, settings)
         ctx.captures[self.key] = (x, moved, float(timestep.flatten()[0]), float(sigmas[ctx.step + 1]))
-        post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != self.carry_move]
-        model_options = {**model_options, "sampler_post_cfg_function": post + [self.carry_move]}
+        model_options = post_cfg_last(model_options, self.carry_move)
         return model, moved, timestep, uncond, cond, cond_scale, model_options, seed
 
     def carry_move(self, args):

@@ -23,7 +23,7 @@ import torch
 
 from ...attention import model_calls
 from ...attention.attn1_replace import RoutedAttn1Replace, chain_foreign
-from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router
+from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
 from .forge_host import host_of
 
 HOST_KEY = "attnguide_forge_host"
@@ -50,6 +50,27 @@ def schedule_of(model_options):
     sigmas = to.get("sample_sigmas")
     runs = to.get(RUNS_KEY)
     return sigmas if sigmas is not None or runs is None else runs.schedule
+
+
+def modifier_step(model_options, cond, unknown_sigmas):
+    """(StepContext, the run's sigmas) for a method's conditioning modifier, or None where it does
+    nothing: outside a step, without conditional rows, or without sigmas (then `unknown_sigmas`
+    is logged once per generation)."""
+    ctx = step_context(model_options)
+    if ctx is None or not cond:
+        return None
+    sigmas = schedule_of(model_options)
+    if sigmas is None:
+        warn_once(ctx, unknown_sigmas)
+        return None
+    return ctx, sigmas
+
+
+def post_cfg_last(model_options, fn):
+    """The evaluation's model_options with post-CFG function `fn` moved after every other one
+    (also those added after it)."""
+    post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != fn]
+    return {**model_options, "sampler_post_cfg_function": post + [fn]}
 
 
 def install(patcher, method, sigmas=None):

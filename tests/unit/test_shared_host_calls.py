@@ -1,19 +1,24 @@
 """The host-free pieces both ComfyUI-shaped hosts (ComfyUI, Forge/reForge) share: the options of
 the pack's own model calls, the chaining of another pack's attn1 patch, Attend-and-Excite's
-measuring forward and per-image loop, and the panorama's pixel inputs."""
+measuring forward and per-image loop, SAG's and PAG's methods, Pix2Pix-Zero's map patches and
+the panorama's pixel inputs."""
 import contextlib
 
 import pytest
 import torch
 
 from attnguide.attention.attn1_replace import RoutedAttn1Replace, chain_foreign
-from attnguide.attention.cross_maps import cross_attention_probs
+from attnguide.attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from attnguide.attention.excite_forward import excite_images, map_evaluator
+from attnguide.attention.guidance_methods import pag_method, sag_layer, sag_method
 from attnguide.attention.layers import Layer
 from attnguide.attention.model_calls import run_extra, unrouted
-from attnguide.attention.router import ROLES_KEY, STEP_KEY, AttentionHook, Method, Router, step_context
+from attnguide.attention.reference_attend import comparing, recording
+from attnguide.attention.router import ROLES_KEY, STEP_KEY, AttentionHook, Method, Router, StepContext, step_context
 from attnguide.guidance import panorama as pano
+from attnguide.guidance import pix2pix_zero as p2pz
 from attnguide.guidance.attend_excite import ExciteSettings, excite_latent
+from attnguide.guidance.schedule import Schedule
 
 LAYERS = [Layer("input", 4, 0), Layer("input", 5, 0)]
 
@@ -149,3 +154,52 @@ def test_panorama_pixel_inputs_become_latent_settings():
                           ((0, 0, 64, "none", "spiky", 1), "spiky")]:
         with pytest.raises(ValueError, match=message):
             pano.pixel_settings(*args, 8, 64)
+
+
+def test_sag_reads_one_layer():
+    assert sag_layer(LAYERS[:1], "d4") == LAYERS[0]
+    with pytest.raises(ValueError, match=r"layer: SAG reads one layer, 'd4-5' selects 2 \(.*\). Name one, e.g. "):
+        sag_layer(LAYERS, "d4-5")
+
+
+def test_sag_method_hooks_its_layer_on_the_guided_branch_and_leaves_other_steps_alone():
+    method, post_cfg = sag_method("sag.0", LAYERS[0], Schedule(), 0.75, 1.0, 1.0, None)
+    (hook,) = method.hooks
+    assert method.key == "sag.0" and hook.layers == frozenset(LAYERS[:1])
+    ctx = StepContext(0, 10, 1.0, 5.0)
+    assert hook.roles(ctx) == {"uncond"}
+    ctx.cfg = 1.0
+    assert hook.roles(ctx) == {"cond"}
+    denoised = torch.randn(1, 4, 8, 8)
+    assert post_cfg({"model_options": {}, "denoised": denoised}) is denoised
+    ctx.active = {"sag.0"}   # active, but its layer captured nothing this step
+    assert post_cfg({"model_options": {"transformer_options": {STEP_KEY: ctx}}, "denoised": denoised}) is denoised
+
+
+def test_pag_post_cfg_adds_the_perturbed_difference_at_the_hosts_timestep():
+    method, post_cfg = pag_method("pag.0", LAYERS, Schedule(), 3.0, 0.01, 0.0, lambda args: torch.tensor([900.0]))
+    assert method.extra_cond_rows and method.hooks[0].layers == frozenset(LAYERS)
+    assert method.hooks[0].roles(None) == {"pag.0"}
+    ctx = StepContext(0, 10, 1.0, 5.0)
+    denoised, cond, perturbed = torch.randn(3, 1, 4, 8, 8)
+    args = {"model_options": {"transformer_options": {STEP_KEY: ctx}}, "denoised": denoised, "cond_denoised": cond}
+    assert post_cfg(args) is denoised   # no perturbed rows this step
+    ctx.extra_outputs["pag.0"] = perturbed
+    assert torch.allclose(post_cfg(args), denoised + 2.0 * (cond - perturbed))   # 3 - 0.01 * (1000 - 900)
+
+
+def test_reference_maps_recorded_then_compared_layer_by_layer():
+    maps, seen, loss = ReferenceMaps(), [], {}
+    qs = [torch.randn(1, 4, 8) for _ in range(2)]
+    k, v = torch.randn(1, 5, 8), torch.randn(1, 5, 8)
+    record = recording(maps, "cond", seen.append)
+    for q in qs:
+        assert torch.allclose(record(q, k, v, {"n_heads": 2}), attention_from_probs(cross_attention_probs(q, k, 2), v, 2))
+    assert len(seen) == 2 and len(maps.maps["cond"]) == 2
+    compare = comparing(maps, "cond", 2, loss)
+    edited = [q + 0.5 for q in qs]
+    for q in edited:
+        compare(q, k, v, {"n_heads": 2})
+    want = sum(p2pz.map_loss(cross_attention_probs(q, k, 2), cross_attention_probs(r, k, 2), 2)
+               for q, r in zip(edited, qs))
+    assert loss["value"] > 0 and torch.allclose(loss["value"], want)
