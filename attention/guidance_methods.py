@@ -1,11 +1,11 @@
-"""SAG's and PAG's router methods with their post-CFG functions, for hosts that call post-CFG
+"""SAG's router method and SAG's and PAG's post-CFG functions, for hosts that call post-CFG
 functions with ComfyUI's arguments (ComfyUI, Forge, reForge). The adapter gives what differs:
 run_extra(args, conds, x) -> predictions of an extra model call; timestep(args) -> the model's
 timestep at args["sigma"]."""
 from ..guidance import sag
 from ..guidance.pag import pag_guidance, pag_scale
 from ..guidance.rescale import rescale_denoised
-from .math import attention_with_key_mass, identity_attention
+from .math import attention_with_key_mass
 from .router import COND, UNCOND, AttentionHook, Method, step_context
 
 
@@ -41,12 +41,9 @@ def sag_method(key, layer, schedule, scale, blur_sigma, threshold, run_extra):
     return Method(key, schedule, (AttentionHook(frozenset([layer]), branch, capture),)), post_cfg
 
 
-def pag_method(key, layers, schedule, scale, adaptive_scale, rescale, timestep):
-    """(Method, post-CFG function) of Perturbed-Attention Guidance on `layers`; the perturbed rows
-    run in the same UNet call as cond/uncond."""
-    def perturb(q, k, v, heads, ctx, options, next):
-        return identity_attention(q, k, v, heads)
-
+def pag_post_cfg(key, scale, adaptive_scale, rescale, timestep):
+    """Post-CFG function of Perturbed-Attention Guidance whose perturbed rows are the router's
+    extra conditional rows of method `key` (Method(..., extra_cond_rows=True))."""
     def post_cfg(args):
         ctx = step_context(args["model_options"])
         perturbed = ctx.extra_outputs.get(key) if ctx is not None else None
@@ -57,6 +54,4 @@ def pag_method(key, layers, schedule, scale, adaptive_scale, rescale, timestep):
         if rescale > 0 and ctx.cfg > 1:
             out = rescale_denoised(args["input"], args["sigma"], out, args["cond_denoised"], rescale)
         return out
-
-    hook = AttentionHook(frozenset(layers), lambda ctx: {key}, perturb)
-    return Method(key, schedule, (hook,), extra_cond_rows=True), post_cfg
+    return post_cfg

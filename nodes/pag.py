@@ -1,4 +1,6 @@
-from ..attention.guidance_methods import pag_method
+from ..attention.guidance_methods import pag_post_cfg
+from ..attention.math import identity_attention
+from ..attention.router import AttentionHook, Method
 from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
@@ -43,10 +45,14 @@ class PerturbedAttentionGuidance(io.ComfyNode):
         if scale == 0:
             return io.NodeOutput(model)
         m = model.clone()
-        method, post_cfg = pag_method(common.method_key(m, "pag"), selected, Schedule(start_percent, end_percent),
-                                      scale, adaptive_scale, rescale, _timestep)
-        install(m, method)
-        m.set_model_sampler_post_cfg_function(post_cfg)
+        key = common.method_key(m, "pag")
+
+        def perturb(q, k, v, heads, ctx, options, next):
+            return identity_attention(q, k, v, heads)
+
+        hook = AttentionHook(frozenset(selected), lambda ctx: {key}, perturb)
+        install(m, Method(key, Schedule(start_percent, end_percent), (hook,), extra_cond_rows=True))
+        m.set_model_sampler_post_cfg_function(pag_post_cfg(key, scale, adaptive_scale, rescale, _timestep))
         return io.NodeOutput(m)
 
 

@@ -1,6 +1,8 @@
 """Perturbed-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/pag.py).
 The perturbed rows run in the same UNet call as cond/uncond."""
-from ...attention.guidance_methods import pag_method
+from ...attention.guidance_methods import pag_post_cfg
+from ...attention.math import identity_attention
+from ...attention.router import AttentionHook, Method
 from ...guidance.schedule import Schedule
 from .forge_params import layers_of, method_key
 from .forge_router import host, install
@@ -12,9 +14,14 @@ def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, en
     m = patcher.clone()
     if scale == 0:
         return m
-    method, post_cfg = pag_method(method_key(m, "pag"), selected, schedule, scale, adaptive_scale, rescale, _timestep)
-    install(m, method, sigmas)
-    m.set_model_sampler_post_cfg_function(post_cfg)
+    key = method_key(m, "pag")
+
+    def perturb(q, k, v, heads, ctx, options, next):
+        return identity_attention(q, k, v, heads)
+
+    hook = AttentionHook(frozenset(selected), lambda ctx: {key}, perturb)
+    install(m, Method(key, schedule, (hook,), extra_cond_rows=True), sigmas)
+    m.set_model_sampler_post_cfg_function(pag_post_cfg(key, scale, adaptive_scale, rescale, _timestep))
     return m
 
 
