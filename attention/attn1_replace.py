@@ -32,3 +32,18 @@ def with_labels(options, labels):
     if labels is None or labels == options.get("cond_or_uncond"):
         return options
     return {**options, "cond_or_uncond": list(labels)}
+
+
+def chain_foreign(to, router, kernel):
+    """transformer_options of a step in which another pack's attn1 replace on one of the router's
+    layers (whenever it was set) is wrapped so both run: it gets the rows no hook claims."""
+    replaces = to.get("patches_replace", {}).get("attn1", {})
+    foreign = {}
+    for layer in router.layers:
+        key = (layer.kind, layer.block, layer.depth)
+        fn = replaces.get(key, replaces.get(key[:2]))
+        if fn is not None and not isinstance(fn, RoutedAttn1Replace):
+            foreign[key] = RoutedAttn1Replace(layer, fn, kernel)
+    if not foreign:
+        return to
+    return {**to, "patches_replace": {**to["patches_replace"], "attn1": {**replaces, **foreign}}}

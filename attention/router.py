@@ -151,3 +151,8 @@ def _run(chain, q, k, v, heads, ctx, options, base):
         return base(q, k, v)
     return chain[0].fn(q, k, v, heads, ctx, options,
                        lambda q, k, v: _run(chain[1:], q, k, v, heads, ctx, options, base))
+
+
+def step_context(model_options):
+    """The StepContext of the model evaluation these options belong to (None outside one)."""
+    return model_options.get("transformer_options", {}).get(STEP_KEY)

@@ -32,6 +32,28 @@ class Window:
     width: int
 
 
+WRAPS = {"none": (False, False), "horizontal": (False, True), "vertical": (True, False), "both": (True, True)}
+
+
+def pixel_settings(window_width, window_height, stride, wrap, weights, window_batch, ratio, native):
+    """(window, stride, wrap) in latent positions from the inputs in pixels (a window side of
+    0 = `native` latent positions; `ratio` pixels per latent position), each input checked."""
+    for name, value in (("window_width", window_width), ("window_height", window_height), ("stride", stride)):
+        if value % ratio:
+            raise ValueError(f"{name}: {value} px is not a multiple of the latent scale ({ratio} px); "
+                             f"use e.g. {max(ratio, value // ratio * ratio)}.")
+    window = (window_height // ratio or native, window_width // ratio or native)
+    if stride // ratio > min(window):
+        raise ValueError(f"stride: {stride} px is larger than the window ({min(window) * ratio} px); "
+                         "the windows would leave gaps. Use a stride of at most the window size.")
+    if wrap not in WRAPS:
+        raise ValueError(f"wrap: unknown value {wrap!r}; use one of {', '.join(WRAPS)}")
+    if window_batch < 1:
+        raise ValueError(f"window_batch: {window_batch}; evaluate at least 1 window per model call")
+    window_weight(1, 1, weights)  # validates the mode
+    return window, (stride // ratio, stride // ratio), WRAPS[wrap]
+
+
 def axis_windows(length, window, stride, wrap, name="window"):
     """(size, starts) of the windows along one axis."""
     if length < 1 or window < 1 or stride < 1:

@@ -14,11 +14,9 @@ import comfy.patcher_extension
 import comfy.samplers
 import torch
 
-from ..attention.cond_items import item_conds
-from ..attention.cross_maps import MapStore
-from ..attention.router import ROLES_KEY
+from ..attention.excite_forward import excite_images, map_evaluator
 from ..attention.unet_levels import cross_attention_levels, grid
-from ..guidance.attend_excite import ExciteSettings, excite_latent
+from ..guidance.attend_excite import ExciteSettings
 from ..guidance.latent_update import moved_latent_denoised
 from ..guidance.schedule import step_index
 from . import common
@@ -167,52 +165,14 @@ class AttendAndExcite(io.ComfyNode):
 def _excite(model, positive, x, timestep, model_options, step, steps, settings, layers, downscale, exciter):
     """x moved by Attend-and-Excite, every image on its own (batch-1 conditional forwards)."""
     h, w = grid(x.shape[-2], x.shape[-1], downscale)
-    to = model_options.get("transformer_options", {})
-    replaces = to.get("patches_replace", {})
     sigma = timestep[:1]
     c_in = float(model.model_sampling.calculate_input(sigma.float(), torch.ones(1, 1, 1, 1)).flatten()[0])
-
-    def evaluate(xi, item):
-        store = MapStore(h * w)
-
-        def capture(q, k, v, extra_options):
-            out = store.attend(q, k, v, extra_options["n_heads"])
-            if len(store.maps) == len(layers):
-                raise _Measured  # the rest of the UNet cannot change the maps: skip it
-            return out
-
-        attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): capture for l in layers}}
-        # roles None: the router's hooks (SAG, PAG) and its batch extension leave this call alone
-        options = {**model_options, "transformer_options": {**to, ROLES_KEY: [None],
-                                                            "patches_replace": {**replaces, "attn2": attn2}}}
-        try:
-            comfy.samplers.calc_cond_batch(model, [item_conds(positive, item)], xi, sigma.clone(), options)
-        except _Measured:
-            pass
-        attention = store.mean()
-        if attention is None:
-            raise RuntimeError(f"{NAME}: no cross-attention map of {h}x{w} was captured at the chosen "
-                               f"attention_downscale {downscale}; this latent size does not reach it.")
-        if max(settings.indices) >= attention.shape[-1] - 1:
-            raise ValueError(f"{NAME}: token index {max(settings.indices)} is past the prompt's last position "
-                             f"({attention.shape[-1] - 2}).")
-        return attention[0].reshape(h, w, -1)
-
-    out = []
-    with gradients_through(model.diffusion_model):
-        for item in range(x.shape[0]):
-            xi = x[item:item + 1].detach().clone()
-            xi, maps, _ = excite_latent(xi, step, steps, c_in, settings, lambda xi: evaluate(xi, item))
-            if maps is not None:
-                exciter.maps[item] = maps.float().cpu()
-            out.append(xi)
-        exciter.step = step
-        moved = torch.cat(out)
-    return moved.to(x.dtype)
-
-
-class _Measured(Exception):
-    """Ends a measuring forward once the last map is captured."""
+    evaluate = map_evaluator(comfy.samplers.calc_cond_batch, model, positive, sigma, model_options, layers, h, w,
+                             downscale, settings.indices, NAME)
+    moved, maps = excite_images(x, step, steps, c_in, settings, evaluate, gradients_through(model.diffusion_model))
+    exciter.maps.update({item: m.float().cpu() for item, m in enumerate(maps) if m is not None})
+    exciter.step = step
+    return moved
 
 
 class AttendAndExciteMaps(io.ComfyNode):

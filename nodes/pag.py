@@ -1,11 +1,10 @@
+from ..attention.guidance_methods import pag_post_cfg
 from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
-from ..guidance.pag import pag_guidance, pag_scale
-from ..guidance.rescale import rescale_denoised
 from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
-from .router_comfy import install, step_context
+from .router_comfy import install
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
@@ -51,18 +50,11 @@ class PerturbedAttentionGuidance(io.ComfyNode):
         def perturb(q, k, v, heads, ctx, options, next):
             return identity_attention(q, k, v, heads)
 
-        def post_cfg(args):
-            ctx = step_context(args["model_options"])
-            perturbed = ctx.extra_outputs.get(key) if ctx is not None else None
-            if perturbed is None:
-                return args["denoised"]
-            timestep = args["model"].model_sampling.timestep(args["sigma"]).flatten()[0]
-            out = pag_guidance(args["denoised"], args["cond_denoised"], perturbed, pag_scale(scale, adaptive_scale, timestep))
-            if rescale > 0 and ctx.cfg > 1:
-                out = rescale_denoised(args["input"], args["sigma"], out, args["cond_denoised"], rescale)
-            return out
-
         hook = AttentionHook(frozenset(selected), lambda ctx: {key}, perturb)
         install(m, Method(key, Schedule(start_percent, end_percent), (hook,), extra_cond_rows=True))
-        m.set_model_sampler_post_cfg_function(post_cfg)
+        m.set_model_sampler_post_cfg_function(pag_post_cfg(key, scale, adaptive_scale, rescale, _timestep))
         return io.NodeOutput(m)
+
+
+def _timestep(args):
+    return args["model"].model_sampling.timestep(args["sigma"])

@@ -28,7 +28,6 @@ WRAPPER_KEY = "attnguide_panorama"
 CALL_KEY = "attnguide_panorama_call"
 BOOT_KEY = "attnguide_panorama_bootstrap"
 REGION_KEY = "attnguide_region"
-WRAPS = {"none": (False, False), "horizontal": (False, True), "vertical": (True, False), "both": (True, True)}
 WP = comfy.patcher_extension.WrappersMP
 _LOG = logging.getLogger("attnguide")
 
@@ -63,7 +62,7 @@ class Panorama(io.ComfyNode):
                 io.Int.Input("stride", default=64, min=8, max=16384, step=8,
                              tooltip="Distance between neighbouring windows in pixels, both axes (64 px = 8 latent "
                                      "positions, the reference's value). Smaller = more windows, smoother, slower."),
-                io.Combo.Input("wrap", options=list(WRAPS), default="none",
+                io.Combo.Input("wrap", options=list(pano.WRAPS), default="none",
                                tooltip="360-degree wrap-around: 'horizontal' joins the left and right edges "
                                        "(equirectangular panoramas), 'vertical' top and bottom, 'both' tiles."),
                 io.Combo.Input("weights", options=[pano.UNIFORM, pano.FEATHERED], default=pano.UNIFORM,
@@ -79,18 +78,8 @@ class Panorama(io.ComfyNode):
     @classmethod
     def execute(cls, model, window_width, window_height, stride, wrap, weights, window_batch) -> io.NodeOutput:
         ratio = downscale(model)
-        for name, value in (("window_width", window_width), ("window_height", window_height), ("stride", stride)):
-            if value % ratio:
-                raise ValueError(f"{name}: {value} px is not a multiple of the latent scale ({ratio} px); "
-                                 f"use e.g. {max(ratio, value // ratio * ratio)}.")
-        native = native_window(model)
-        window = (window_height // ratio or native, window_width // ratio or native)
-        if stride // ratio > min(window):
-            raise ValueError(f"stride: {stride} px is larger than the window ({min(window) * ratio} px); "
-                             "the windows would leave gaps. Use a stride of at most the window size.")
-        if wrap not in WRAPS:
-            raise ValueError(f"wrap: unknown value {wrap!r}; use one of {', '.join(WRAPS)}")
-        pano.window_weight(1, 1, weights)  # validates the mode
+        window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
+                                                   ratio, native_window(model))
         m = model.clone()
         for kind in (WP.PREDICT_NOISE, WP.CALC_COND_BATCH, WP.APPLY_MODEL):
             if m.get_wrappers(kind, WRAPPER_KEY):
@@ -99,7 +88,7 @@ class Panorama(io.ComfyNode):
         # The router's wrappers must exist before ours: its CALC_COND_BATCH then runs outside
         # ours (methods add rows, then every row is cropped) whatever order the nodes come in.
         install(m, Method(common.method_key(m, "panorama")))
-        tiler = _Tiler(window, (stride // ratio, stride // ratio), WRAPS[wrap], weights, window_batch, ratio)
+        tiler = _Tiler(window, stride, wrap, weights, window_batch, ratio)
         m.add_wrapper_with_key(WP.PREDICT_NOISE, WRAPPER_KEY, tiler.predict_noise)
         outer = m.wrappers[WP.PREDICT_NOISE]
         m.wrappers[WP.PREDICT_NOISE] = {WRAPPER_KEY: outer.pop(WRAPPER_KEY), **outer}

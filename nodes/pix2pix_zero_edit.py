@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from ..attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from ..attention.layers import unet_layers
-from ..attention.router import ROLES_KEY
+from ..attention.model_calls import unrouted
+from ..attention.reference_attend import comparing, recording
 from ..attention.unet_levels import grid
 from ..guidance import pix2pix_zero as p2pz
 from ..guidance.schedule import step_index
@@ -82,12 +83,7 @@ class Editor:
 
     def _options(self, model_options, n, attend=None):
         """Options of one of our model calls: no router roles; `attend` on every attn2 layer."""
-        to = {**model_options.get("transformer_options", {}), ROLES_KEY: [None] * n}
-        if attend is not None:
-            replaces = to.get("patches_replace", {})
-            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): attend for l in self.layers}}
-            to["patches_replace"] = {**replaces, "attn2": attn2}
-        return {**model_options, "transformer_options": to}
+        return unrouted(model_options, n, self.layers, attend)
 
     def predict_noise(self, executor, x, timestep, model_options={}, seed=None):
         guider = executor.class_obj
@@ -108,14 +104,11 @@ class Editor:
         maps = ReferenceMaps(self.map_dtype)
 
         def record(key):
-            def attend(q, k, v, extra_options):
-                probs = cross_attention_probs(q, k, extra_options["n_heads"])
-                maps.record(key, probs)
+            def seen(probs):
                 if key == "cond":
                     self.preview.add("reference", probs)
                 self.held = max(self.held, maps.nbytes())
-                return attention_from_probs(probs, v, extra_options["n_heads"])
-            return attend
+            return recording(maps, key, seen)
 
         # each half on its own, in the batch layout of the edit's calls: with an empty direction
         # the edit's maps are then bit-equal to these and the guidance does nothing
@@ -129,18 +122,12 @@ class Editor:
         halves = 1 if uncond is None else 2
         loss = {}
 
-        def compare(key):
-            def attend(q, k, v, extra_options):
-                probs = cross_attention_probs(q, k, extra_options["n_heads"])
-                term = p2pz.map_loss(probs, maps.next(key), halves)
-                loss["value"] = term if "value" not in loss else loss["value"] + term
-                return attention_from_probs(probs, v, extra_options["n_heads"])
-            return attend
-
         def loss_fn(xu, xc):
-            comfy.samplers.calc_cond_batch(model, [edit], xc, ts, self._options(model_options, 1, compare("cond")))
+            comfy.samplers.calc_cond_batch(model, [edit], xc, ts,
+                                           self._options(model_options, 1, comparing(maps, "cond", halves, loss)))
             if uncond is not None:
-                comfy.samplers.calc_cond_batch(model, [uncond], xu, ts, self._options(model_options, 1, compare("uncond")))
+                comfy.samplers.calc_cond_batch(model, [uncond], xu, ts,
+                                               self._options(model_options, 1, comparing(maps, "uncond", halves, loss)))
             return loss["value"]
 
         c_in = float(model.model_sampling.calculate_input(timestep[:1].float(), torch.ones(1, 1, 1, 1)).flatten()[0])

@@ -17,7 +17,8 @@ import comfy.patcher_extension
 import comfy.sampler_helpers
 import comfy.samplers
 
-from ..attention.attn1_replace import RoutedAttn1Replace, with_labels
+from ..attention import model_calls
+from ..attention.attn1_replace import RoutedAttn1Replace, chain_foreign, with_labels
 from ..attention.layers import Layer
 from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
 from . import shared_prefix_comfy
@@ -28,10 +29,6 @@ HAS_OVERRIDE = hasattr(host_attention, "wrap_attn")
 _LOG = logging.getLogger("attnguide")
 if not HAS_OVERRIDE:
     _LOG.info("attnguide: this ComfyUI has no attention override (added in 0.3.59); using attn1 replace patches")
-
-
-def step_context(model_options):
-    return model_options.get("transformer_options", {}).get(STEP_KEY)
 
 
 def install(model, method, force_replace=False):
@@ -65,9 +62,7 @@ def add_sampler_conds(model, key, make):
 
 def run_extra(args, conds, x):
     """An extra model call from a post-CFG function; none of the router's hooks touch it."""
-    mo = args["model_options"]
-    mo = {**mo, "transformer_options": {**mo["transformer_options"], ROLES_KEY: [None] * len(conds)}}
-    return comfy.samplers.calc_cond_batch(args["model"], conds, x, args["sigma"], mo)
+    return model_calls.run_extra(comfy.samplers.calc_cond_batch, args, conds, x)
 
 
 def _outer_sample(executor, *args, **kwargs):
@@ -84,16 +79,7 @@ def _predict_noise(executor, x, timestep, model_options={}, seed=None):
     ctx = router.begin_step(timestep, to.get("sample_sigmas"), float(getattr(executor.class_obj, "cfg", 1.0)))
     ctx.sampler_conds = getattr(executor.class_obj, "conds", None) or {}
     ctx.run = to.get(RUN_KEY)
-    to = {**to, STEP_KEY: ctx}
-    replaces = to.get("patches_replace", {}).get("attn1", {})
-    foreign = {}
-    for layer in router.layers:
-        key = (layer.kind, layer.block, layer.depth)
-        fn = replaces.get(key, replaces.get(key[:2]))
-        if fn is not None and not isinstance(fn, RoutedAttn1Replace):
-            foreign[key] = RoutedAttn1Replace(layer, fn, _comfy_kernel)
-    if foreign:
-        to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
+    to = chain_foreign({**to, STEP_KEY: ctx}, router, _comfy_kernel)
     return executor(x, timestep, {**model_options, "transformer_options": to}, seed)
 
 

@@ -1,10 +1,8 @@
-from ..attention.math import attention_with_key_mass
-from ..attention.router import COND, UNCOND, AttentionHook, Method
-from ..guidance import sag
+from ..attention.guidance_methods import sag_layer, sag_method
 from ..guidance.schedule import Schedule
 from . import common
 from .comfy_api_compat import io
-from .router_comfy import install, run_extra, step_context
+from .router_comfy import install, run_extra
 
 
 class SelfAttentionGuidance(io.ComfyNode):
@@ -40,38 +38,12 @@ class SelfAttentionGuidance(io.ComfyNode):
         layers = common.unet_layers_or_warn(model, "Self-Attention Guidance (AttnGuide)")
         if layers is None:
             return io.NodeOutput(model)
-        selected = common.select_layers(layer, layers, "layer")
-        if len(selected) != 1:
-            raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
-                             f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
+        selected = sag_layer(common.select_layers(layer, layers, "layer"), layer)
         if scale == 0:
             return io.NodeOutput(model)
         m = model.clone()
-        key = common.method_key(m, "sag")
-        branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
-
-        def capture(q, k, v, heads, ctx, options, next):
-            out, mass = attention_with_key_mass(q, k, v, heads)
-            shape = options.get("activations_shape")
-            ctx.captures[key] = (mass, tuple(shape[-2:]) if shape is not None else None)
-            return out
-
-        def post_cfg(args):
-            ctx = step_context(args["model_options"])
-            if ctx is None or key not in ctx.active or key not in ctx.captures:
-                return args["denoised"]
-            use_uncond = ctx.cfg > 1 and args["uncond"] is not None
-            pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
-            x = args["input"]
-            mass, grid = ctx.captures[key]
-            latent_hw = tuple(x.shape[-2:])
-            mask = sag.attention_mask(mass, sag.grid_shape(mass.shape[1], latent_hw, grid), latent_hw, threshold)
-            degraded = sag.degrade(pred, mask.to(pred.dtype), blur_sigma)
-            (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]],
-                                         sag.degraded_input(x, pred, degraded))
-            return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
-
-        hook = AttentionHook(frozenset(selected), branch, capture)
-        install(m, Method(key, Schedule(start_percent, end_percent), (hook,)))
+        method, post_cfg = sag_method(common.method_key(m, "sag"), selected, Schedule(start_percent, end_percent),
+                                      scale, blur_sigma, threshold, run_extra)
+        install(m, method)
         m.set_model_sampler_post_cfg_function(post_cfg)
         return io.NodeOutput(m)

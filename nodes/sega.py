@@ -5,12 +5,12 @@ from dataclasses import dataclass
 
 import comfy.samplers
 
-from ..attention.router import Method
+from ..attention.router import Method, step_context
 from ..guidance.schedule import step_at
 from ..guidance.sega import Concept, sega_denoised
 from . import common
 from .comfy_api_compat import io
-from .router_comfy import add_sampler_conds, install, step_context
+from .router_comfy import add_sampler_conds, install
 
 Concepts = io.Custom("ATTNGUIDE_SEGA_CONCEPTS")
 _TEXT_KEYS = ("cross_attn", "pooled_output", "model_conds", "uuid")

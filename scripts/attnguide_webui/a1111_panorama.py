@@ -11,7 +11,6 @@ from ...guidance import panorama as pano
 from .a1111_forward import InstanceForward
 from .a1111_methods import NotServed
 
-WRAPS = {"none": (False, False), "horizontal": (False, True), "vertical": (True, False), "both": (True, True)}
 TITLE = "MultiDiffusion Panorama (AttnGuide)"
 RATIO = 8  # pixels per latent position of the SD1/SD2/SDXL VAE
 
@@ -22,8 +21,8 @@ def install(session, window_width, window_height, stride, wrap, weights, window_
         if value % RATIO:
             raise ValueError(f"{TITLE}: {name}: {value} px is not a multiple of {RATIO} px; use e.g. "
                              f"{max(RATIO, value // RATIO * RATIO)}.")
-    if wrap not in WRAPS:
-        raise ValueError(f"{TITLE}: wrap: unknown value {wrap!r}; use one of {', '.join(WRAPS)}")
+    if wrap not in pano.WRAPS:
+        raise ValueError(f"{TITLE}: wrap: unknown value {wrap!r}; use one of {', '.join(pano.WRAPS)}")
     pano.window_weight(1, 1, weights)  # validates the mode
     native = 128 if getattr(p.sd_model, "is_sdxl", False) else 64
     window = (window_height // RATIO or native, window_width // RATIO or native)
@@ -35,7 +34,7 @@ def install(session, window_width, window_height, stride, wrap, weights, window_
     denoiser = p.sampler.model_wrap_cfg
     if isinstance(denoiser.__dict__.get("forward"), _Tiler):
         raise ValueError(f"{TITLE}: the panorama is already on for this pass")
-    tiler = _Tiler(session, denoiser, window, (stride // RATIO,) * 2, WRAPS[wrap], weights, window_batch)
+    tiler = _Tiler(session, denoiser, window, (stride // RATIO,) * 2, pano.WRAPS[wrap], weights, window_batch)
     denoiser.forward = tiler
     session.on_close(tiler.remove)
 

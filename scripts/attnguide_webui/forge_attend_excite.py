@@ -9,19 +9,16 @@ the denoised prediction that carries the move to its next state
 """
 import dataclasses
 
-import torch
-
-from ...attention.cond_items import item_conds
-from ...attention.cross_maps import MapStore
+from ...attention.excite_forward import excite_images, map_evaluator
 from ...attention.layers import is_unet
-from ...attention.router import ROLES_KEY, ROUTER_KEY, Method
+from ...attention.router import ROUTER_KEY, Method, step_context
 from ...attention.unet_levels import cross_attention_levels, grid
-from ...guidance.attend_excite import ExciteSettings, excite_latent
+from ...guidance.attend_excite import ExciteSettings
 from ...guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
 from ...guidance.latent_update import moved_latent_denoised
 from .forge_grad import gradient_forward
 from .forge_params import method_key
-from .forge_router import host, install, schedule_of, step_context, warn_once
+from .forge_router import host, install, modifier_step, post_cfg_last
 
 NAME = "Attend-and-Excite"
 
@@ -76,21 +73,17 @@ class _Exciter:
     def move(self, model, x, timestep, uncond, cond, cond_scale, model_options, seed):
         """Conditioning modifier: x moved for this step, and the post-CFG correction put last."""
         unchanged = model, x, timestep, uncond, cond, cond_scale, model_options, seed
-        ctx = step_context(model_options)
-        sigmas = schedule_of(model_options)
-        if ctx is None or not cond:
+        found = modifier_step(model_options, cond, f"{NAME}: the run's sigmas are unknown (the WebUI script passes "
+                                                   "params['sigmas']); it does nothing.")
+        if found is None:
             return unchanged
-        if sigmas is None:
-            warn_once(ctx, f"{NAME}: the run's sigmas are unknown (the WebUI script passes params['sigmas']); "
-                           "it does nothing.")
-            return unchanged
+        ctx, sigmas = found
         settings = self.settings(ctx.steps)
         if not settings.runs_at(ctx.step):
             return unchanged
         moved = self._excite(model, cond, x, timestep, model_options, ctx, settings)
         ctx.captures[self.key] = (x, moved, float(timestep.flatten()[0]), float(sigmas[ctx.step + 1]))
-        post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != self.carry_move]
-        model_options = {**model_options, "sampler_post_cfg_function": post + [self.carry_move]}
+        model_options = post_cfg_last(model_options, self.carry_move)
         return model, moved, timestep, uncond, cond, cond_scale, model_options, seed
 
     def carry_move(self, args):
@@ -104,46 +97,10 @@ class _Exciter:
     def _excite(self, model, cond, x, timestep, model_options, ctx, settings):
         """x moved by Attend-and-Excite, every image on its own (batch-1 conditional forwards)."""
         h, w = grid(x.shape[-2], x.shape[-1], self.downscale)
-        to = model_options.get("transformer_options", {})
-        replaces = to.get("patches_replace", {})
         sigma = timestep[:1]
         c_in = host(model_options).input_scale(model, sigma)
-        layers = self.layers
-
-        def evaluate(xi, item):
-            store = MapStore(h * w)
-
-            def capture(q, k, v, extra_options):
-                out = store.attend(q, k, v, extra_options["n_heads"])
-                if len(store.maps) == len(layers):
-                    raise _Measured  # the rest of the UNet cannot change the maps: skip it
-                return out
-
-            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): capture for l in layers}}
-            # roles None: the router's hooks (SAG, PAG) and its extra rows leave this call alone
-            options = {**model_options, "transformer_options": {**to, ROLES_KEY: [None],
-                                                                "patches_replace": {**replaces, "attn2": attn2}}}
-            try:
-                host(model_options).calc(model, [item_conds(cond, item)], xi, sigma.clone(), options)
-            except _Measured:
-                pass
-            attention = store.mean()
-            if attention is None:
-                raise RuntimeError(f"{NAME}: no cross-attention map of {h}x{w} was captured at the chosen "
-                                   f"attention_downscale {self.downscale}; this latent size does not reach it.")
-            if max(settings.indices) >= attention.shape[-1] - 1:
-                raise ValueError(f"{NAME}: token index {max(settings.indices)} is past the prompt's last position "
-                                 f"({attention.shape[-1] - 2}).")
-            return attention[0].reshape(h, w, -1)
-
-        out = []
-        with gradient_forward(model, model_options):
-            for item in range(x.shape[0]):
-                xi = x[item:item + 1].detach().clone()
-                xi, _, _ = excite_latent(xi, ctx.step, ctx.steps, c_in, settings, lambda xi: evaluate(xi, item))
-                out.append(xi)
-        return torch.cat(out).to(x.dtype)
-
-
-class _Measured(Exception):
-    """Ends a measuring forward once the last map is captured."""
+        evaluate = map_evaluator(host(model_options).calc, model, cond, sigma, model_options, self.layers, h, w,
+                                 self.downscale, settings.indices, NAME)
+        moved, _ = excite_images(x, ctx.step, ctx.steps, c_in, settings, evaluate,
+                                 gradient_forward(model, model_options))
+        return moved

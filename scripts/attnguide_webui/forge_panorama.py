@@ -16,7 +16,6 @@ from ...guidance import panorama as pano
 from .forge_params import method_key
 from .forge_router import install, relabelled, set_tiler
 
-WRAPS = {"none": (False, False), "horizontal": (False, True), "vertical": (True, False), "both": (True, True)}
 LATENT_SCALE = 8  # pixels per latent position of the SD1.x/SD2.x/SDXL VAEs
 
 
@@ -35,25 +34,12 @@ def forbid_sag(router):
 
 
 def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None):
-    ratio = LATENT_SCALE
-    for name, value in (("window_width", window_width), ("window_height", window_height), ("stride", stride)):
-        if value % ratio:
-            raise ValueError(f"{name}: {value} px is not a multiple of the latent scale ({ratio} px); "
-                             f"use e.g. {max(ratio, value // ratio * ratio)}.")
-    native = native_window(patcher)
-    window = (window_height // ratio or native, window_width // ratio or native)
-    if stride // ratio > min(window):
-        raise ValueError(f"stride: {stride} px is larger than the window ({min(window) * ratio} px); "
-                         "the windows would leave gaps. Use a stride of at most the window size.")
-    if wrap not in WRAPS:
-        raise ValueError(f"wrap: unknown value {wrap!r}; use one of {', '.join(WRAPS)}")
-    if window_batch < 1:
-        raise ValueError(f"window_batch: {window_batch}; evaluate at least 1 window per model call")
-    pano.window_weight(1, 1, weights)  # validates the mode
+    window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
+                                               LATENT_SCALE, native_window(patcher))
     forbid_sag(patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY))
     m = patcher.clone()
     install(m, Method(method_key(m, "panorama")), sigmas)
-    set_tiler(m, Tiler(window, (stride // ratio, stride // ratio), WRAPS[wrap], weights, window_batch))
+    set_tiler(m, Tiler(window, stride, wrap, weights, window_batch))
     return m
 
 

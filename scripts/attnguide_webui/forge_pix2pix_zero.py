@@ -18,13 +18,15 @@ import math
 
 import torch
 
-from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
+from ...attention.cross_maps import ReferenceMaps
 from ...attention.layers import is_unet, unet_layers
-from ...attention.router import ROLES_KEY, Method
+from ...attention.model_calls import unrouted
+from ...attention.reference_attend import comparing, recording
+from ...attention.router import Method, step_context
 from ...guidance import pix2pix_zero as p2pz
 from .forge_grad import gradient_forward
 from .forge_params import method_key
-from .forge_router import host, install, schedule_of, step_context, warn_once
+from .forge_router import host, install, modifier_step, post_cfg_last
 
 NAME = "Pix2Pix-Zero"
 
@@ -87,13 +89,8 @@ class _Editor:
 
     def _call(self, model, conds, x, sigma, model_options, attend=None):
         """One model call (denoised) of conds at x, no router role; every attn2 layer through `attend`."""
-        to = model_options.get("transformer_options", {})
-        to = {**to, ROLES_KEY: [None]}
-        if attend is not None:
-            replaces = to.get("patches_replace", {})
-            attn2 = {**replaces.get("attn2", {}), **{(l.kind, l.block, l.depth): attend for l in self.layers}}
-            to["patches_replace"] = {**replaces, "attn2": attn2}
-        return host(model_options).calc(model, [conds], x, sigma, {**model_options, "transformer_options": to})[0]
+        options = unrouted(model_options, 1, self.layers, attend)
+        return host(model_options).calc(model, [conds], x, sigma, options)[0]
 
     def _inverted(self, model, cond, x, sigmas, model_options):
         x0 = self.init_latent() if callable(self.init_latent) else self.init_latent
@@ -110,14 +107,12 @@ class _Editor:
     def step(self, model, x, timestep, uncond, cond, cond_scale, model_options, seed):
         """Conditioning modifier: the whole step, its result kept for the post-CFG function."""
         unchanged = model, x, timestep, uncond, cond, cond_scale, model_options, seed
-        ctx = step_context(model_options)
-        sigmas = schedule_of(model_options)
-        if ctx is None or not cond:
+        found = modifier_step(model_options, cond, f"{NAME}: the run's sigmas are unknown (the WebUI script passes "
+                                                   "params['sigmas']; a timestep sampler has none); it does nothing. "
+                                                   "Pick Euler.")
+        if found is None:
             return unchanged
-        if sigmas is None:
-            warn_once(ctx, f"{NAME}: the run's sigmas are unknown (the WebUI script passes params['sigmas']; a "
-                           "timestep sampler has none); it does nothing. Pick Euler.")
-            return unchanged
+        ctx, sigmas = found
         sigmas = [float(s) for s in sigmas]
         state = ctx.run.setdefault(self.key, {}) if ctx.run is not None else {}
         now = float(timestep.flatten()[0])
@@ -130,8 +125,7 @@ class _Editor:
             d_edit, state["x_ref"] = self._edit(model, x, x_edit, state["x_ref"], timestep, uncond, cond,
                                                 float(cond_scale), model_options, now, nxt)
         ctx.captures[self.key] = d_edit
-        post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != self.result]
-        model_options = {**model_options, "sampler_post_cfg_function": post + [self.result]}
+        model_options = post_cfg_last(model_options, self.result)
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
 
     def result(self, args):
@@ -146,33 +140,20 @@ class _Editor:
         maps = ReferenceMaps(self.map_dtype)
         call = lambda conds, xx, attend=None: self._call(model, conds, xx, timestep, model_options, attend)
 
-        def record(key):
-            def attend(q, k, v, extra_options):
-                probs = cross_attention_probs(q, k, extra_options["n_heads"])
-                maps.record(key, probs)
-                self.held = max(self.held, maps.nbytes())
-                return attention_from_probs(probs, v, extra_options["n_heads"])
-            return attend
+        def held(probs):
+            self.held = max(self.held, maps.nbytes())
 
-        d_ref = call(cond, x_ref, record("cond"))
+        d_ref = call(cond, x_ref, recording(maps, "cond", held))
         if guided:
-            d_ref_u = call(uncond, x_ref, record("uncond"))
+            d_ref_u = call(uncond, x_ref, recording(maps, "uncond", held))
             d_ref = d_ref_u + cfg * (d_ref - d_ref_u)
         ref_next = d_ref + (x_ref - d_ref) * (nxt / now)   # Euler (= DDIM) step of the reference
         halves, loss = (2 if guided else 1), {}
 
-        def compare(key):
-            def attend(q, k, v, extra_options):
-                probs = cross_attention_probs(q, k, extra_options["n_heads"])
-                term = p2pz.map_loss(probs, maps.next(key), halves)
-                loss["value"] = term if "value" not in loss else loss["value"] + term
-                return attention_from_probs(probs, v, extra_options["n_heads"])
-            return attend
-
         def loss_fn(xu, xc):
-            call(edit, xc, compare("cond"))
+            call(edit, xc, comparing(maps, "cond", halves, loss))
             if guided:
-                call(uncond, xu, compare("uncond"))
+                call(uncond, xu, comparing(maps, "uncond", halves, loss))
             return loss["value"]
 
         c_in = host(model_options).input_scale(model, timestep[:1])

@@ -21,18 +21,15 @@ import math
 
 import torch
 
-from ...attention.attn1_replace import RoutedAttn1Replace
-from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router
+from ...attention import model_calls
+from ...attention.attn1_replace import RoutedAttn1Replace, chain_foreign
+from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
 from .forge_host import host_of
 
 HOST_KEY = "attnguide_forge_host"
 RUNS_KEY = "attnguide_forge_runs"
 COND_LABEL = 0
 _LOG = logging.getLogger("attnguide")
-
-
-def step_context(model_options):
-    return model_options.get("transformer_options", {}).get(STEP_KEY)
 
 
 def warn_once(ctx, message):
@@ -53,6 +50,27 @@ def schedule_of(model_options):
     sigmas = to.get("sample_sigmas")
     runs = to.get(RUNS_KEY)
     return sigmas if sigmas is not None or runs is None else runs.schedule
+
+
+def modifier_step(model_options, cond, unknown_sigmas):
+    """(StepContext, the run's sigmas) for a method's conditioning modifier, or None where it does
+    nothing: outside a step, without conditional rows, or without sigmas (then `unknown_sigmas`
+    is logged once per generation)."""
+    ctx = step_context(model_options)
+    if ctx is None or not cond:
+        return None
+    sigmas = schedule_of(model_options)
+    if sigmas is None:
+        warn_once(ctx, unknown_sigmas)
+        return None
+    return ctx, sigmas
+
+
+def post_cfg_last(model_options, fn):
+    """The evaluation's model_options with post-CFG function `fn` moved after every other one
+    (also those added after it)."""
+    post = [f for f in model_options.get("sampler_post_cfg_function", []) if f != fn]
+    return {**model_options, "sampler_post_cfg_function": post + [fn]}
 
 
 def install(patcher, method, sigmas=None):
@@ -83,9 +101,7 @@ def install(patcher, method, sigmas=None):
 
 def run_extra(args, conds, x):
     """An extra model call from a post-CFG function; none of the router's hooks touch it."""
-    mo = args["model_options"]
-    mo = {**mo, "transformer_options": {**mo["transformer_options"], ROLES_KEY: [None] * len(conds)}}
-    return host(mo).calc(args["model"], conds, x, args["sigma"], mo)
+    return model_calls.run_extra(host(args["model_options"]).calc, args, conds, x)
 
 
 class Runs:
@@ -123,16 +139,7 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
         warn_once(ctx, "attnguide: the sampler's sigmas are unknown (a timestep sampler, or the script passed no "
                        "'sigmas'): every evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
                        "Attend-and-Excite's steps do not advance.")
-    to = {**to, STEP_KEY: ctx}
-    replaces = to.get("patches_replace", {}).get("attn1", {})
-    foreign = {}
-    for layer in router.layers:
-        key = (layer.kind, layer.block, layer.depth)
-        fn = replaces.get(key, replaces.get(key[:2]))
-        if fn is not None and not isinstance(fn, RoutedAttn1Replace):
-            foreign[key] = RoutedAttn1Replace(layer, fn, _host_kernel)  # set after ours (e.g. set_model_replace_all): both run
-    if foreign:
-        to["patches_replace"] = {**to["patches_replace"], "attn1": {**replaces, **foreign}}
+    to = chain_foreign({**to, STEP_KEY: ctx}, router, _host_kernel)  # e.g. set_model_replace_all after ours: both run
     return model, x, timestep, uncond, cond, cond_scale, {**model_options, "transformer_options": to}, seed
 
 

@@ -13,6 +13,7 @@ pack = importlib.util.module_from_spec(spec); sys.modules["attnguide"] = pack; s
 import attnguide.attention.layers, attnguide.attention.math, attnguide.attention.router, attnguide.attention.shared_prefix
 import attnguide.guidance.sag, attnguide.guidance.pag, attnguide.guidance.schedule, attnguide.guidance.rescale
 import attnguide.guidance.attend_excite, attnguide.guidance.excite_inputs, attnguide.guidance.latent_update, attnguide.attention.cross_maps, attnguide.attention.unet_levels
+import attnguide.attention.model_calls, attnguide.attention.excite_forward, attnguide.attention.attn1_replace, attnguide.guidance.panorama, attnguide.attention.guidance_methods, attnguide.attention.reference_attend
 assert callable(pack.comfy_entrypoint)
 hosts = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "modules", "ldm", "sgm", "backend", "ldm_patched"))
 print(hosts)
