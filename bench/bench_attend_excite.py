@@ -12,8 +12,8 @@ on DDIM's sigmas, --steps steps, no iterative refinement so every step costs the
     ComfyUI plain CFG | ours, every step inside the window | ours, every step after it
     diffusers plain   | reference, inside                  | reference, after (max_iter_to_alter=0)
 
-Per-step time = wall time of one sampling call / steps, median over rounds (every second
-round reversed). Each is also given as a ratio to its own host's plain CFG. UNet calls:
+Per-step time = wall time of one sampling call / steps, median over rounds (interleaved
+as in bench_step.py). Each is also given as a ratio to its own host's plain CFG. UNet calls:
 forwards per step (and how many ran with gradients) counted by a forward pre-hook.
 Memory: see bench_step.py's Memory (CUDA: max_memory_allocated growth; CPU: peak RSS
 growth of the process over the call).
@@ -30,12 +30,10 @@ sd15 = SD1.5's UNet config (860 M parameters, random weights), fp32, --res px (d
 step with A&E takes about a minute; --res 256 is 4x cheaper.
 """
 import argparse
-import statistics
 import sys
-import time
-from pathlib import Path
 
 import bench_step as B
+from interleave import ForwardCounter, HostRuns, add_host_options, rel, sd15_pair
 
 
 def parse_args(argv=None):
@@ -44,9 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--res", type=int, default=512, help="image size in px for --size sd15 (multiple of 64)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps per call (default 4 tiny, 2 sd15)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 7 tiny, 2 sd15)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch")
+    add_host_options(p)
     p.add_argument("--skip-refinement", action="store_true",
                    help="leave out the two refining configurations (20 forward+backward pairs each)")
     a = p.parse_args(argv)
@@ -55,34 +51,15 @@ def parse_args(argv=None):
     return a
 
 
-def build_pair(a, D, H):
-    import torch
-    from diffusers import UNet2DConditionModel
+def build_pair(a, D):
     if a.size == "tiny":
-        unet, model = D.tiny_sd1_pair()
-        return unet, model, 16, 1, 32
-    import comfy.supported_models
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=a.res // 8).eval()
-    cfg = comfy.supported_models.SD15(dict(B.SD15_UNET))
-    cfg.set_inference_dtype(torch.float32, None)
-    return unet, D._convert(unet, cfg), a.res // 8, 4, 768
-
-
-class Counter:
-    def __init__(self, module):
-        import torch
-        self.torch, self.calls, self.grad = torch, 0, 0
-        module.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls += 1
-        self.grad += int(self.torch.is_grad_enabled())
+        return (*D.tiny_sd1_pair(), 16, 1, 32)
+    return (*sd15_pair(D, a.res, B.SD15_UNET), a.res // 8, 4, 768)
 
 
 def main(argv=None):
     a = parse_args(argv)
-    H, device = B.setup_comfy(a)
+    _, device = B.setup_comfy(a)
     import torch
     sys.path.insert(0, str(B.TESTS / "comfy"))
     import diffusers_in_comfy as D
@@ -90,7 +67,7 @@ def main(argv=None):
     import diffusers
     from attnguide.nodes.attend_excite import AttendAndExcite
 
-    unet, model, latent, downscale, ctx = build_pair(a, D, H)
+    unet, model, latent, downscale, ctx = build_pair(a, D)
     unet.to(device)
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 4, latent, latent, generator=g)
@@ -137,41 +114,17 @@ def main(argv=None):
     }
     if a.skip_refinement:
         del configs["ours, refining at step 0"], configs["reference, refining at step 0"]
-    counters = {"comfy": Counter(model.model.diffusion_model), "diffusers": Counter(unet)}
+    counters = {"comfy": ForwardCounter(model.model.diffusion_model), "diffusers": ForwardCounter(unet)}
     memory = B.Memory(device)
-    times = {k: [] for k in configs}
-    mems = {k: [] for k in configs}
-    calls, outs = {}, {}
-    names = list(configs)
-    for name in names:  # warm-up, and the call counts
-        host, fn = configs[name]
-        c = counters[host]
-        c.calls = c.grad = 0
-        outs[name] = fn()
-        calls[name] = (c.calls / a.steps, c.grad / a.steps)
-    for r in range(a.repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            fn = configs[name][1]
-            memory.start()
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) / a.steps)
-            mems[name].append(memory.stop())
+    runs = HostRuns(configs, counters, memory, a.steps, a.repeats)
+    outs, calls, mem = runs.outs, runs.calls, runs.mem
 
-    rel = lambda x, y: float((x - y).abs().max() / y.abs().max())
     print(f"# Attend-and-Excite bench: size {a.size}" + (f" {a.res}px" if a.size == "sd15" else "") +
           f", latent {latent}x{latent}, maps {grid}x{grid}, {a.steps} steps x {a.repeats} rounds, device {device}, "
           f"threads {a.threads}, torch {torch.__version__}, diffusers {diffusers.__version__}, "
           f"ComfyUI {B.comfy_commit(B.os.environ['COMFYUI_PATH'])[:10]}, CPU {B.cpu_name()}, load {B.loadavg()}")
     print(f"# memory: {memory.what}")
-    print("| configuration | s/step (median) | x own plain CFG | UNet forwards/step (with grad) | peak memory |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    mem = {k: (statistics.median(v) if None not in v else None) for k, v in mems.items()}
-    for name in names:
-        base = "ComfyUI plain CFG" if configs[name][0] == "comfy" else "diffusers plain CFG"
-        print(f"| {name} | {med[name]:.4f} | {med[name] / med[base]:.2f} | {calls[name][0]:g} ({calls[name][1]:g}) | "
-              f"{B.fmt_bytes(mem[name])} |")
+    runs.print_table(B.fmt_bytes)
     print(f"# ours vs reference (same weights): inside {rel(outs['ours, inside the window'], outs['reference, inside']):.1e}, "
           f"after {rel(outs['ours, after the window'], outs['reference, after']):.1e}; "
           f"exciting moved the reference by {rel(outs['reference, inside'], outs['diffusers plain CFG']):.1e}")

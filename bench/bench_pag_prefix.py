@@ -18,11 +18,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step  # noqa: E402
+from interleave import add_host_options, sample_rounds, timed  # noqa: E402
 
 TARGETS = {"cfg": 1.35, "cfg1": 1.7}
 
@@ -34,9 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--size", choices=sorted(bench_step.SIZES), default="sd15-512")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch")
+    add_host_options(p)
     p.add_argument("--layers", default=None,
                    help="comma-separated PAG layer selections at CFG 7 (default m0,u3,d7,d1 for sd15-512, "
                         "m0,u2,d3,d1 for tiny)")
@@ -114,12 +112,7 @@ def main(argv=None):
             shared_prefix_comfy.HAS_WRAPPER = saved
 
     def run(m, cfg, steps):
-        mem.start()
-        w, c = time.perf_counter(), time.process_time()
-        comfy_host.sample(m, pos, neg, latent, steps=steps, cfg=cfg, sampler="euler", scheduler="normal", seed=0)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - w, time.process_time() - c, mem.stop()
+        return comfy_host.sample(m, pos, neg, latent, steps=steps, cfg=cfg, sampler="euler", scheduler="normal", seed=0)
 
     configs = [("plain CFG", base.clone(), bench_step.CFG)]
     configs += [(f"PAG {l}", pag(l), bench_step.CFG) for l in a.layers]
@@ -133,7 +126,7 @@ def main(argv=None):
     print(f"  model       {a.size}, latent {tuple(latent.shape)}, {a.steps} step(s) per call, {a.repeats} interleaved "
           f"round(s), euler/normal, PAG scale {bench_step.PAG_SCALE}")
     skips = SkipSizes(base)
-    run(configs[0][1], configs[0][2], 1)  # warm-up
+    timed(lambda: run(configs[0][1], configs[0][2], 1), mem)  # warm-up
     per_row = skips.close()
     print(f"  skips       input-block activations kept for the output blocks: {bench_step.fmt_bytes(per_row)} per row; "
           f"CFG+PAG holds them for 2 rows shared vs 3 unshared ({bench_step.fmt_bytes(2 * per_row)} vs "
@@ -146,18 +139,10 @@ def main(argv=None):
     print(f"  load avg    {bench_step.loadavg()} (start)", flush=True)
 
     for _, m, cfg in (configs[1:] if a.size == "tiny" else []):
-        run(m, cfg, 1)
+        timed(lambda: run(m, cfg, 1), mem)
     names = [c[0] for c in configs]
-    wall, cpu, mems = ({n: [] for n in names} for _ in range(3))
-    for r in range(a.repeats):
-        for name, m, cfg in bench_step.balanced_order(configs, r):
-            dw, dc, peak = run(m, cfg, a.steps)
-            wall[name].append(dw / a.steps)
-            cpu[name].append(dc / a.steps)
-            mems[name].append(peak)
-            if a.size == "sd15-512":
-                print(f"    round {r + 1}/{a.repeats}  {name:<22} {dw / a.steps:8.2f} s/step wall "
-                      f"{dc / a.steps:8.2f} s/step cpu", flush=True)
+    wall, cpu, mems, _ = sample_rounds(configs, a.repeats, a.steps, lambda m, cfg: run(m, cfg, a.steps), mem,
+                                       log=a.size == "sd15-512")
     print(f"  load avg    {bench_step.loadavg()} (end)")
 
     med_w = {k: statistics.median(v) for k, v in wall.items()}

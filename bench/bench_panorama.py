@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step  # noqa: E402
+from interleave import add_host_options  # noqa: E402
 
 SIZES = {
     "tiny": {"model": "tiny", "window": 16, "height": 16, "width": 128, "stride": 8, "repeats": 7},
@@ -48,9 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default: 7 tiny, 2 sd15)")
     p.add_argument("--window-batch", type=int, default=4, help="windows per model call for the batched run (default 4)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch")
+    add_host_options(p)
     a = p.parse_args(argv)
     a.repeats = a.repeats or SIZES[a.size]["repeats"]
     return a

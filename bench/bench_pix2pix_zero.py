@@ -27,11 +27,10 @@ sd15-512 edit step takes minutes; --res 256 is about 4x cheaper.
 """
 import argparse
 import functools
-import statistics
 import sys
-import time
 
 import bench_step as B
+from interleave import ForwardCounter, HostRuns, add_host_options, rel, sd15_pair
 
 
 def parse_args(argv=None):
@@ -40,9 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--res", type=int, default=512, help="image size in px for --size sd15 (multiple of 64)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps per call (default 10 tiny, 3 sd15)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5 tiny, 1 sd15)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch")
+    add_host_options(p)
     a = p.parse_args(argv)
     a.steps = a.steps or (10 if a.size == "tiny" else 3)
     a.repeats = a.repeats or (5 if a.size == "tiny" else 1)
@@ -50,28 +47,9 @@ def parse_args(argv=None):
 
 
 def build_pair(a, D):
-    import torch
-    from diffusers import UNet2DConditionModel
     if a.size == "tiny":
-        unet, model = D.tiny_sd1_pair()
-        return unet, model, 16, 32
-    import comfy.supported_models
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=a.res // 8).eval()
-    cfg = comfy.supported_models.SD15(dict(B.SD15_UNET))
-    cfg.set_inference_dtype(torch.float32, None)
-    return unet, D._convert(unet, cfg), a.res // 8, 768
-
-
-class Counter:
-    def __init__(self, module):
-        import torch
-        self.torch, self.calls, self.grad = torch, 0, 0
-        module.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls += 1
-        self.grad += int(self.torch.is_grad_enabled())
+        return (*D.tiny_sd1_pair(), 16, 32)
+    return (*sd15_pair(D, a.res, B.SD15_UNET), a.res // 8, 768)
 
 
 class ReferenceStorage:
@@ -103,7 +81,7 @@ class ReferenceStorage:
 
 def main(argv=None):
     a = parse_args(argv)
-    H, device = B.setup_comfy(a)
+    _, device = B.setup_comfy(a)
     import torch
     sys.path.insert(0, str(B.TESTS / "comfy"))
     import diffusers_in_comfy as D
@@ -115,6 +93,7 @@ def main(argv=None):
     from attnguide.guidance.pix2pix_zero import edit_direction
     from attnguide.nodes.pix2pix_zero import EditDirection
     from attnguide.nodes.pix2pix_zero_edit import edit_latent
+    from reference.tiny_diffusers import pix2pix_zero_pipeline
 
     unet, model, latent, ctx = build_pair(a, D)
     unet.to(device)
@@ -126,17 +105,11 @@ def main(argv=None):
     schedule = D.ddim_schedule(a.steps)
     samples = model.model.latent_format.process_out(latents / schedule.abar[0] ** 0.5)
 
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(block_out_channels=(16,) * 4, layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    parts = dict(vae=vae.to(device), text_encoder=None, tokenizer=None, unet=unet, scheduler=D.ddim_scheduler(),
-                 feature_extractor=None, safety_checker=None, requires_safety_checker=False)
-    sd = diffusers.StableDiffusionPipeline(**parts, image_encoder=None)
-    p2p = diffusers.StableDiffusionPix2PixZeroPipeline(
-        **parts, inverse_scheduler=diffusers.DDIMInverseScheduler.from_config(D.ddim_scheduler().config),
-        caption_generator=None, caption_processor=None)
-    for p in (sd, p2p):
-        p.set_progress_bar_config(disable=True)
+    p2p = pix2pix_zero_pipeline(unet).to(device)
+    sd = diffusers.StableDiffusionPipeline(vae=p2p.vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=p2p.scheduler,
+                                           feature_extractor=None, safety_checker=None, requires_safety_checker=False,
+                                           image_encoder=None)
+    sd.set_progress_bar_config(disable=True)
     storage = ReferenceStorage(p2p_module)
     common = dict(latents=latents.to(device), prompt_embeds=cond.to(device), negative_prompt_embeds=uncond.to(device),
                   num_inference_steps=a.steps, guidance_scale=7.5, height=8 * latent, width=8 * latent,
@@ -172,40 +145,17 @@ def main(argv=None):
         "diffusers plain CFG": ("diffusers", lambda: sd(**common).images.cpu()),
         "reference": ("diffusers", reference),
     }
-    counters = {"comfy": Counter(model.model.diffusion_model), "diffusers": Counter(unet)}
+    counters = {"comfy": ForwardCounter(model.model.diffusion_model), "diffusers": ForwardCounter(unet)}
     memory = B.Memory(device)
-    names = list(configs)
-    times, mems, calls, outs = {k: [] for k in names}, {k: [] for k in names}, {}, {}
-    for name in names:  # warm-up, and the call counts
-        host, fn = configs[name]
-        c = counters[host]
-        c.calls = c.grad = 0
-        outs[name] = fn()
-        calls[name] = (c.calls / a.steps, c.grad / a.steps)
-    for r in range(a.repeats):
-        for name in B.balanced_order(names, r):
-            fn = configs[name][1]
-            memory.start()
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) / a.steps)
-            mems[name].append(memory.stop())
+    runs = HostRuns(configs, counters, memory, a.steps, a.repeats)
+    outs = runs.outs
 
-    rel = lambda x, y: float((x - y).abs().max() / y.abs().max())
     print(f"# Pix2Pix-Zero bench: size {a.size}" + (f" {a.res}px" if a.size == "sd15" else "") +
           f", latent {latent}x{latent}, {a.steps} steps x {a.repeats} rounds, device {device}, threads {a.threads}, "
           f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
           f"ComfyUI {B.comfy_commit(B.os.environ['COMFYUI_PATH'])[:10]}, CPU {B.cpu_name()}, load {B.loadavg()}")
     print(f"# memory: {memory.what}")
-    print("| configuration | s/step (median) | x own plain CFG | UNet forwards/step (with grad) | peak memory | maps held |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    mem = {k: (statistics.median(v) if None not in v else None) for k, v in mems.items()}
-    for name in names:
-        base = "ComfyUI plain CFG" if configs[name][0] == "comfy" else "diffusers plain CFG"
-        maps = B.fmt_bytes(held[name]) if name in held else "-"
-        print(f"| {name} | {med[name]:.4f} | {med[name] / med[base]:.2f} | {calls[name][0]:g} ({calls[name][1]:g}) | "
-              f"{B.fmt_bytes(mem[name])} | {maps} |")
+    runs.print_table(B.fmt_bytes, ("maps held", lambda name: B.fmt_bytes(held[name]) if name in held else "-"))
     print(f"# ours vs reference (same weights): float32 maps {rel(outs['ours (float32 maps)'], outs['reference']):.1e}, "
           f"float16 maps {rel(outs['ours (float16 maps)'], outs['reference']):.1e}; the edit moved the result by "
           f"{rel(outs['reference'], outs['diffusers plain CFG']):.1e}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step as B  # noqa: E402
+from interleave import add_host_options, balanced_order  # noqa: E402
 
 LATENT = {"sd15-512": 64, "sd15-256": 32, "tiny": 16}
 CONCEPTS = (1, 2, 4)
@@ -27,9 +28,7 @@ def parse_args(argv=None):
                    help="sd15-256 (default): SD1.5 UNet at a 32x32 latent; sd15-512: 64x64; tiny: test model")
     p.add_argument("--steps", type=int, default=1, help="sampler steps per call (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch")
+    add_host_options(p)
     return p.parse_args(argv)
 
 
@@ -77,7 +76,7 @@ def main(argv=None):
     cpu = {name: [] for name, _, _ in configs}
     mems, calls = {}, {}
     for r in range(a.repeats):
-        for name, m, _ in B.balanced_order(configs, r):
+        for name, m, _ in balanced_order(configs, r):
             t, c, peak, batch = run(m)
             wall[name].append(t)
             cpu[name].append(c)

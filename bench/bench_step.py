@@ -71,6 +71,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from interleave import add_host_options, sample_rounds, timed
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 
@@ -117,11 +119,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=None, help="sampler steps per call (default: 1 for sd15-512, 4 for tiny)")
     p.add_argument("--repeats", type=int, default=None,
                    help="round-robin rounds over all configurations (default: 2 for sd15-512, 11 for tiny)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads on CPU (default 1, the fastest on the 2-core reference machine)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto (default): cuda when torch sees a GPU, else cpu")
-    p.add_argument("--attention", choices=["pytorch", "comfy-default"], default="pytorch",
-                   help="pytorch: ComfyUI's --use-pytorch-cross-attention (SDPA); comfy-default: ComfyUI's own pick (default: pytorch)")
+    add_host_options(p)
     p.add_argument("--tolerance", type=float, default=0.03,
                    help="noise allowance for 'not slower than the built-in': PASS if ours/built-in <= 1 + tolerance (default 0.03)")
     a = p.parse_args(argv)
@@ -293,14 +291,6 @@ def configurations(base):
     ]
 
 
-def balanced_order(configs, r):
-    """Round r's order: odd rounds run the previous round backwards, so a linear drift over two
-    rounds gives every configuration the same mean; the start rotates every two rounds."""
-    n = len(configs)
-    order = [configs[(r // 2 + i) % n] for i in range(n)]
-    return order[::-1] if r % 2 else order
-
-
 def fmt_bytes(n):
     if n is None:
         return "n/a"
@@ -340,35 +330,18 @@ def main(argv=None):
     print(f"  load avg    {loadavg()} (start)", flush=True)
 
     def run(m, steps):
-        mem.start()
-        w, c = time.perf_counter(), time.process_time()
-        out = comfy_host.sample(m, pos, neg, latent, steps=steps, cfg=CFG, sampler="euler", scheduler="normal", seed=0)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - w, time.process_time() - c, mem.stop(), out
+        return comfy_host.sample(m, pos, neg, latent, steps=steps, cfg=CFG, sampler="euler", scheduler="normal", seed=0)
 
     warm = configs if SIZES[a.size]["warmup"] == "all" else configs[:1]
     t = time.perf_counter()
     for _, m in warm:
-        run(m, 1)
+        timed(lambda: run(m, 1), mem)
     print(f"  warm-up     1-step call of {'every configuration' if len(warm) > 1 else 'plain CFG'}: "
           f"{time.perf_counter() - t:.1f} s", flush=True)
 
     names = [name for name, _ in configs]
-    wall = {name: [] for name in names}
-    cpu = {name: [] for name in names}
-    mems = {name: [] for name in names}
-    outs = {}
-    for r in range(a.repeats):
-        for name, m in balanced_order(configs, r):
-            dw, dc, peak, out = run(m, a.steps)
-            wall[name].append(dw / a.steps)
-            cpu[name].append(dc / a.steps)
-            mems[name].append(peak)
-            outs.setdefault(name, out)
-            if a.size == "sd15-512":
-                print(f"    round {r + 1}/{a.repeats}  {name:<18} {dw / a.steps:8.2f} s/step wall "
-                      f"{dc / a.steps:8.2f} s/step cpu", flush=True)
+    wall, cpu, mems, outs = sample_rounds(configs, a.repeats, a.steps, lambda m: run(m, a.steps), mem,
+                                          log=a.size == "sd15-512")
     print(f"  load avg    {loadavg()} (end)")
 
     med_w = {k: statistics.median(v) for k, v in wall.items()}

@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+import forge_family
+
 FORGE_PATH = os.environ.get("FORGE_PATH")
 SKIP_REASON = "FORGE_PATH is not set: point it at a stable-diffusion-webui-forge checkout to run the real-Forge tests"
 
@@ -27,29 +29,13 @@ def require_forge():
     if FORGE_PATH not in sys.path:
         sys.path[:0] = [FORGE_PATH, os.path.join(FORGE_PATH, "packages_3rdparty")]
         argv, sys.argv = sys.argv, [sys.argv[0], "--always-cpu"]  # backend/args.py parses sys.argv on import
-        # comfy_host's torchvision stub would make transformers (imported by Forge via diffusers) use it
-        stubs = [p for p in sys.path if "tvstub" in p]
-        stub_modules = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "torchvision"}
-        sys.path[:] = [p for p in sys.path if p not in stubs]
-        _forget_torchvision()
         try:
-            import backend.patcher.unet  # noqa: F401
-            import backend.sampling.sampling_function  # noqa: F401
+            with forge_family.torchvision_stub_hidden():  # Forge imports transformers via diffusers
+                import backend.patcher.unet  # noqa: F401
+                import backend.sampling.sampling_function  # noqa: F401
         finally:
             sys.argv = argv
-            sys.path[:0] = stubs
-            sys.modules.update(stub_modules)
-            _forget_torchvision()
     return FORGE_PATH
-
-
-def _forget_torchvision():
-    """transformers caches whether torchvision is there; ask it again."""
-    import_utils = sys.modules.get("transformers.utils.import_utils")
-    for name in ("is_torchvision_available", "is_torchvision_v2_available"):
-        cache_clear = getattr(getattr(import_utils, name, None), "cache_clear", None)
-        if cache_clear is not None:
-            cache_clear()
 
 
 def unet_patcher(comfy_patcher, unet_config):
@@ -85,21 +71,9 @@ def a1111_cond(conditioning, model=None):
 def denoise(patcher, x, sigma, cond, uncond, cfg):
     from backend.sampling.condition import compile_conditions
     from backend.sampling.sampling_function import sampling_function_inner
-    model, model_options, seed = patcher.model, patcher.model_options, 0
-    cond, uncond = compile_conditions(cond), compile_conditions(uncond)
-    timestep = sigma.expand(x.shape[0])
-    for modifier in model_options.get("conditioning_modifiers", []):
-        model, x, timestep, uncond, cond, cfg, model_options, seed = modifier(
-            model, x, timestep, uncond, cond, cfg, model_options, seed)
-    return sampling_function_inner(model, x, timestep, uncond, cond, cfg, model_options, seed)
+    return forge_family.denoise(patcher, x, sigma, compile_conditions(cond), compile_conditions(uncond), cfg,
+                                sampling_function_inner)
 
 
 def sample_euler(patcher, noise, sigmas, cond, uncond, cfg):
-    """k-diffusion's sample_euler (no churn), as ComfyUI's 'euler' and A1111's 'Euler' run it, from
-    noise scaled the way both scale it at the model's largest sigma."""
-    x = noise * (1.0 + sigmas[0] ** 2) ** 0.5
-    with torch.no_grad():
-        for i in range(len(sigmas) - 1):
-            denoised = denoise(patcher, x, sigmas[i], cond, uncond, cfg)
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-    return x
+    return forge_family.euler(lambda x, sigma: denoise(patcher, x, sigma, cond, uncond, cfg), noise, sigmas)

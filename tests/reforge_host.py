@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import forge_family
+
 REFORGE_PATH = os.environ.get("REFORGE_PATH")
 SKIP_REASON = ("REFORGE_PATH is not set: point it at a stable-diffusion-webui-reForge checkout to run the "
                "real-reForge tests (needs torchdiffeq)")
@@ -41,17 +43,9 @@ def require_reforge():
     doubles.mkdir()
     for name, text in _A1111_DOUBLES.items():
         (doubles / name).write_text(text)
-    # transformers must see no torchvision (comfy_host's stub lacks what it wants); ldm_patched then needs the stub
-    stubs = [p for p in sys.path if "tvstub" in p]
-    stub_modules = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "torchvision"}
-    sys.path[:] = [p for p in sys.path if p not in stubs]
-    import forge_host
-    forge_host._forget_torchvision()
-    import transformers.image_processing_base  # noqa: F401
-    import transformers.image_transforms  # noqa: F401
-    sys.path[:0] = stubs
-    sys.modules.update(stub_modules)
-    forge_host._forget_torchvision()
+    with forge_family.torchvision_stub_hidden():  # ldm_patched then needs the stub: import transformers first
+        import transformers.image_processing_base  # noqa: F401
+        import transformers.image_transforms  # noqa: F401
     sys.path[:0] = [REFORGE_PATH, str(doubles.parent)]
     from ldm_patched.modules.args_parser import args
     args.always_cpu = True
@@ -84,22 +78,12 @@ def unet_patcher(comfy_patcher, kind, unet_config):
 def denoise(patcher, x, sigma, cond, uncond, cfg):
     from ldm_patched.modules.samplers import sampling_function
     from modules_forge.forge_sampler import cond_from_a1111_to_patched_ldm
-    model, model_options, seed = patcher.model, patcher.model_options, 0
-    cond, uncond = cond_from_a1111_to_patched_ldm(cond), cond_from_a1111_to_patched_ldm(uncond)
-    sigma = sigma.expand(x.shape[0])
-    for modifier in model_options.get("conditioning_modifiers", []):
-        model, x, sigma, uncond, cond, cfg, model_options, seed = modifier(
-            model, x, sigma, uncond, cond, cfg, model_options, seed)
-    return sampling_function(model, x, sigma, uncond, cond, cfg, model_options, seed)
+    return forge_family.denoise(patcher, x, sigma, cond_from_a1111_to_patched_ldm(cond),
+                                cond_from_a1111_to_patched_ldm(uncond), cfg, sampling_function)
 
 
 def sample_euler(patcher, noise, sigmas, cond, uncond, cfg):
     from ldm_patched.modules import model_management
     model_management.load_models_gpu([patcher])
     patcher.pre_run()  # what reForge's sampling_prepare does through load_models_gpu: the model knows its patcher
-    x = noise * (1.0 + sigmas[0] ** 2) ** 0.5
-    with torch.no_grad():
-        for i in range(len(sigmas) - 1):
-            denoised = denoise(patcher, x, sigmas[i], cond, uncond, cfg)
-            x = x + (x - denoised) / sigmas[i] * (sigmas[i + 1] - sigmas[i])
-    return x
+    return forge_family.euler(lambda x, sigma: denoise(patcher, x, sigma, cond, uncond, cfg), noise, sigmas)

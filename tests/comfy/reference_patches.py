@@ -3,7 +3,6 @@ nodes are (separate extra model calls, attn1 replace patches), but with the pack
 core math. The nodes, which batch and route through the router, must equal these."""
 import comfy.model_patcher
 import comfy.samplers
-import torch
 
 from attnguide.attention.math import attention_with_key_mass, identity_attention
 from attnguide.guidance import sag
@@ -62,22 +61,6 @@ def ref_pag(model, scale=3.0, adaptive_scale=0.0, layers=None, rescale=0.0):
 
     m.set_model_sampler_post_cfg_function(post_cfg)
     return m
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
-
-
-class BatchLog:
-    """Batch sizes of every UNet forward."""
-
-    def __init__(self, model):
-        self.sizes = []
-        self.handle = model.model.diffusion_model.register_forward_pre_hook(
-            lambda mod, args: self.sizes.append(args[0].shape[0]))
-
-    def close(self):
-        self.handle.remove()
 
 
 class RefSEGAGuider(comfy.samplers.CFGGuider):

@@ -10,8 +10,9 @@ import torch
 
 import comfy_host as H
 import diffusers_in_comfy as D
-from test_comfy_vs_diffusers import check, comfy_run, inputs, rel
-from test_nodes_equal_core import pag_node, sag_node
+from diffusers_fixtures import dif, pair, schedule  # noqa: F401  (fixtures)
+from node_runs import pag_node, rel, sag_node
+from test_comfy_vs_diffusers import check, comfy_run, inputs
 
 STEPS = D.STEPS
 # refinement at steps 0 and 1, updates before steps 0-2 (4 steps in all)
@@ -30,21 +31,6 @@ def excite_node_output(m, **kw):
 
 def excite_node(m, **kw):
     return excite_node_output(m, **kw).args[0]
-
-
-@pytest.fixture(scope="module")
-def dif(comfy):
-    return D.import_diffusers()
-
-
-@pytest.fixture(scope="module")
-def pair(dif):
-    return D.tiny_sd1_pair()
-
-
-@pytest.fixture(scope="module")
-def schedule(dif):
-    return D.ddim_schedule()
 
 
 def reference(unet, data, cfg, indices, **kwargs):

@@ -12,15 +12,11 @@ import torch
 
 import comfy_host as H
 import diffusers_in_comfy as D
-from test_nodes_equal_core import pag_node, sag_node
+from diffusers_fixtures import dif, schedule  # noqa: F401  (fixtures)
+from node_runs import pag_node, rel, sag_node
 
 TOL = 1e-4      # max abs difference / max abs reference (measured: about 2e-6)
 EFFECT = 1e-3   # the method must move diffusers' own result by at least this much
-
-
-@pytest.fixture(scope="module")
-def dif(comfy):
-    return D.import_diffusers()
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +27,6 @@ def sd1(dif):
 @pytest.fixture(scope="module")
 def sdxl(dif):
     return D.tiny_sdxl_pair()
-
-
-@pytest.fixture(scope="module")
-def schedule(dif):
-    return D.ddim_schedule()
 
 
 def inputs(batch, ctx_dim, shape=(16, 16), pooled=False, seed=1):
@@ -69,10 +60,6 @@ def comfy_run(model, data, cfg, schedule):
         neg = dict(size, pooled_output=data["negative_pooled_prompt_embeds"])
     return D.comfy_sample(model, data["latents"], [[data["prompt_embeds"], pos]],
                           [[data["negative_prompt_embeds"], neg]], cfg, schedule)
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def check(ours, ref, off):
@@ -119,7 +106,7 @@ def test_sag_equals_diffusers(dif, sd1, schedule, guidance):
     pipe = D.pipeline(dif.SAG, unet)
     data = inputs(1, 32)
     ref = diffusers_run(pipe, data, guidance, sag_scale=0.75)
-    ours = comfy_run(sag_node(model, scale=0.75, blur=1.0, threshold=1.0, layer="m0.0"), data, guidance, schedule)
+    ours = comfy_run(sag_node(model, scale=0.75, blur_sigma=1.0, threshold=1.0, layer="m0.0"), data, guidance, schedule)
     check(ours, ref, diffusers_run(pipe, data, guidance, sag_scale=0.0))
 
 
@@ -133,7 +120,7 @@ def test_pag_equals_diffusers(dif, sd1, schedule, guidance, adaptive, rescale):
     pipe = D.pipeline(dif.PAG, unet, pag_applied_layers="mid")
     data = inputs(1, 32)
     ref = diffusers_run(pipe, data, guidance, pag_scale=3.0, pag_adaptive_scale=adaptive, guidance_rescale=rescale)
-    ours = comfy_run(pag_node(model, scale=3.0, adaptive=adaptive, layers="m0", rescale=rescale), data, guidance, schedule)
+    ours = comfy_run(pag_node(model, scale=3.0, adaptive_scale=adaptive, layers="m0", rescale=rescale), data, guidance, schedule)
     check(ours, ref, diffusers_run(pipe, data, guidance, pag_scale=0.0, guidance_rescale=rescale))
 
 
@@ -182,7 +169,7 @@ def test_sdxl_pag_equals_diffusers(dif, sdxl, schedule, guidance, adaptive, resc
     pipe = D.pipeline(dif.XL_PAG, unet, pag_applied_layers="mid")
     data = inputs(1, 64, pooled=True)
     ref = diffusers_run(pipe, data, guidance, pag_scale=3.0, pag_adaptive_scale=adaptive, guidance_rescale=rescale)
-    ours = comfy_run(pag_node(model, scale=3.0, adaptive=adaptive, layers="m0", rescale=rescale), data, guidance, schedule)
+    ours = comfy_run(pag_node(model, scale=3.0, adaptive_scale=adaptive, layers="m0", rescale=rescale), data, guidance, schedule)
     check(ours, ref, diffusers_run(pipe, data, guidance, pag_scale=0.0, guidance_rescale=rescale))
 
 

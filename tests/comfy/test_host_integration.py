@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import comfy_host as H
-from test_nodes_equal_core import pag_node, run, sag_node
+from node_runs import pag_node, rel, run, sag_node
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,7 +59,6 @@ def test_stacks_with_builtin_sag_patch(sd1, monkeypatch):
 
 def test_stacks_with_builtin_pag(sd1):
     from comfy_extras.nodes_pag import PerturbedAttentionGuidance as BuiltinPAG
-    from reference_patches import rel
     ours_then = run(BuiltinPAG.execute(sag_node(sd1), 3.0).args[0])
     then_ours = run(sag_node(BuiltinPAG.execute(sd1, 3.0).args[0]))
     assert rel(ours_then, then_ours) <= 1e-5

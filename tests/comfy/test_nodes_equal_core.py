@@ -3,43 +3,25 @@ import pytest
 import torch
 
 import comfy_host as H
-
-
-def nodes():
-    from attnguide.nodes.pag import PerturbedAttentionGuidance
-    from attnguide.nodes.sag import SelfAttentionGuidance
-    return SelfAttentionGuidance, PerturbedAttentionGuidance
-
-
-def sag_node(m, scale=0.75, blur=1.0, threshold=1.0, layer="m0.0", start=0.0, end=1.0):
-    return nodes()[0].execute(m, scale, blur, threshold, layer, start, end).args[0]
-
-
-def pag_node(m, scale=3.0, adaptive=0.0, layers="m0", rescale=0.0, start=0.0, end=1.0):
-    return nodes()[1].execute(m, scale, adaptive, layers, rescale, start, end).args[0]
-
-
-def run(m, batch=1, cfg=5.0, shape=(16, 16), steps=4, sampler="euler"):
-    pos, neg = H.conds(m, batch)
-    return H.sample(m, pos, neg, torch.zeros(batch, 4, *shape), steps=steps, cfg=cfg, sampler=sampler)
+from node_runs import BatchLog, pag_node, rel, run, sag_node
 
 
 def test_sag_equals_core(model):
-    from reference_patches import ref_sag, rel
+    from reference_patches import ref_sag
     plain, ours, ref = run(model), run(sag_node(model)), run(ref_sag(model))
     assert rel(ours, ref) <= 1e-5
     assert rel(plain, ref) >= 1e-3, "SAG did not move the result"
 
 
 def test_sag_without_cfg_uses_cond_branch(sd1):
-    from reference_patches import ref_sag, rel
+    from reference_patches import ref_sag
     plain, ours, ref = run(sd1, cfg=1.0), run(sag_node(sd1), cfg=1.0), run(ref_sag(sd1), cfg=1.0)
     assert rel(ours, ref) <= 1e-5
     assert rel(plain, ref) >= 1e-3
 
 
 def test_pag_equals_core(model):
-    from reference_patches import ref_pag, rel
+    from reference_patches import ref_pag
     plain, ours, ref = run(model), run(pag_node(model)), run(ref_pag(model))
     assert rel(ours, ref) <= 1e-5
     assert rel(plain, ref) >= 1e-3, "PAG did not move the result"
@@ -47,15 +29,15 @@ def test_pag_equals_core(model):
 
 @pytest.mark.parametrize("cfg,adaptive,rescale", [(1.0, 0.0, 0.0), (5.0, 0.002, 0.7), (1.0, 0.002, 0.0)])
 def test_pag_options_equal_core(sd1, cfg, adaptive, rescale):
-    from reference_patches import ref_pag, rel
-    ours = run(pag_node(sd1, adaptive=adaptive, rescale=rescale), cfg=cfg)
+    from reference_patches import ref_pag
+    ours = run(pag_node(sd1, adaptive_scale=adaptive, rescale=rescale), cfg=cfg)
     ref = run(ref_pag(sd1, adaptive_scale=adaptive, rescale=rescale), cfg=cfg)
     assert rel(ours, ref) <= 1e-5
     assert rel(run(sd1, cfg=cfg), ref) >= 1e-3
 
 
 def test_pag_layer_selection_equals_core(model):
-    from reference_patches import ref_pag, rel
+    from reference_patches import ref_pag
     from attnguide.attention.layers import unet_layers
     layers = [l for l in unet_layers(model.model.diffusion_model) if l.kind == "output"][:2]
     text = ",".join(str(l) for l in layers)
@@ -67,7 +49,7 @@ def test_pag_layer_selection_equals_core(model):
 
 @pytest.mark.parametrize("order", ["sag_first", "pag_first"])
 def test_sag_pag_stacked_equals_core(model, order):
-    from reference_patches import ref_pag, ref_sag, rel
+    from reference_patches import ref_pag, ref_sag
     stacked = pag_node(sag_node(model)) if order == "sag_first" else sag_node(pag_node(model))
     ref = run(ref_pag(ref_sag(model)))
     out = run(stacked)
@@ -76,7 +58,7 @@ def test_sag_pag_stacked_equals_core(model, order):
 
 
 def test_batch2_odd_nonsquare(model):
-    from reference_patches import ref_pag, ref_sag, rel
+    from reference_patches import ref_pag, ref_sag
     shape = (13, 19)
     out = run(pag_node(sag_node(model)), batch=2, shape=shape)
     ref = run(ref_pag(ref_sag(model)), batch=2, shape=shape)
@@ -86,7 +68,6 @@ def test_batch2_odd_nonsquare(model):
 
 
 def test_pag_rows_run_in_the_same_unet_call(sd1):
-    from reference_patches import BatchLog
     log = BatchLog(sd1)
     try:
         run(pag_node(sd1), steps=3)
@@ -96,7 +77,6 @@ def test_pag_rows_run_in_the_same_unet_call(sd1):
 
 
 def test_sag_costs_one_extra_pass_of_batch_b(sd1):
-    from reference_patches import BatchLog
     log = BatchLog(sd1)
     try:
         run(pag_node(sag_node(sd1)), batch=2, steps=2)
@@ -106,10 +86,9 @@ def test_sag_costs_one_extra_pass_of_batch_b(sd1):
 
 
 def test_schedule_window_costs_nothing_outside(sd1):
-    from reference_patches import BatchLog, ref_pag, rel
     log = BatchLog(sd1)
     try:
-        windowed = run(sag_node(pag_node(sd1, start=0.25, end=0.75), start=0.5), steps=4)
+        windowed = run(sag_node(pag_node(sd1, start_percent=0.25, end_percent=0.75), start_percent=0.5), steps=4)
     finally:
         log.close()
     # steps 0..3: PAG on at 1, 2; SAG on at 2, 3
@@ -120,7 +99,6 @@ def test_schedule_window_costs_nothing_outside(sd1):
 def test_chunked_batches_equal_one_batch(sd1, monkeypatch):
     """When memory is short ComfyUI runs cond, uncond (and our rows) in separate calls."""
     import comfy.model_management
-    from reference_patches import BatchLog, rel
     stacked = pag_node(sag_node(sd1))
     whole = run(stacked, batch=2, steps=2)
     real = comfy.model_management.get_free_memory
@@ -137,7 +115,6 @@ def test_chunked_batches_equal_one_batch(sd1, monkeypatch):
 
 def test_attn1_replace_fallback_equals_override(sd1, monkeypatch):
     from attnguide.nodes import router_comfy
-    from reference_patches import rel
     via_override = run(pag_node(sag_node(sd1)))
     monkeypatch.setattr(router_comfy, "HAS_OVERRIDE", False)
     patched = pag_node(sag_node(sd1))
@@ -153,7 +130,7 @@ def test_other_samplers_run(sd1):
 
 def test_img2img_equals_core_and_counts_steps_actually_run(sd1):
     """denoise < 1: the methods act on the partial schedule, and windows count its steps."""
-    from reference_patches import BatchLog, ref_pag, ref_sag, rel
+    from reference_patches import ref_pag, ref_sag
     pos, neg = H.conds(sd1)
     image = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
     img2img = lambda m, steps=4: H.sample(m, pos, neg, image, steps=steps, cfg=5.0, denoise=0.5)
@@ -162,7 +139,7 @@ def test_img2img_equals_core_and_counts_steps_actually_run(sd1):
     assert rel(img2img(sd1), ref) >= 1e-3
     log = BatchLog(sd1)
     try:
-        img2img(pag_node(sd1, end=0.5), steps=4)
+        img2img(pag_node(sd1, end_percent=0.5), steps=4)
     finally:
         log.close()
     assert log.sizes == [3, 3, 2, 2]  # 4 of the 8 scheduled steps run; PAG on for the first half of those

@@ -11,14 +11,11 @@ import torch
 
 import comfy_host as H
 from attnguide.guidance import panorama as pano
+from node_runs import rel
 
 TOL = 1e-4
 EFFECT = 1e-3
 SIGMAS = [8.0, 3.0, 1.0, 0.0]
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def panorama(model, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4):

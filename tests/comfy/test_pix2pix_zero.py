@@ -10,7 +10,8 @@ import torch
 
 import comfy_host as H
 import diffusers_in_comfy as D
-from test_comfy_vs_diffusers import rel
+from diffusers_fixtures import dif, pair, schedule  # noqa: F401  (fixtures)
+from node_runs import rel
 
 STEPS = D.STEPS
 TOL = 1e-4
@@ -19,33 +20,9 @@ EFFECT = 1e-3
 AMOUNT = 100.0    # the tiny random UNet's maps barely move at 0.1 (see the reference test)
 
 
-@pytest.fixture(scope="module")
-def dif(comfy):
-    return D.import_diffusers()
-
-
-@pytest.fixture(scope="module")
-def pair(dif):
-    return D.tiny_sd1_pair()
-
-
-@pytest.fixture(scope="module")
-def schedule(dif):
-    return D.ddim_schedule()
-
-
 def pipeline(unet):
-    import diffusers
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(block_out_channels=(16,) * 4, layers_per_block=1, norm_num_groups=8,
-                                  latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
-                                  up_block_types=("UpDecoderBlock2D",) * 4).eval()
-    pipe = diffusers.StableDiffusionPix2PixZeroPipeline(
-        vae=vae, text_encoder=None, tokenizer=None, unet=unet, scheduler=D.ddim_scheduler(), feature_extractor=None,
-        safety_checker=None, inverse_scheduler=diffusers.DDIMInverseScheduler.from_config(D.ddim_scheduler().config),
-        caption_generator=None, caption_processor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    from reference.tiny_diffusers import pix2pix_zero_pipeline  # imported behind the stub by D.import_diffusers
+    return pix2pix_zero_pipeline(unet)
 
 
 def data(batch=1, seed=1, shape=(16, 16)):

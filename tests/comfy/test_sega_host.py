@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import comfy_host as H
-from test_nodes_equal_core import pag_node, sag_node
+from node_runs import BatchLog, pag_node, rel, sag_node
 
 STEPS = 5
 
@@ -68,7 +68,6 @@ def run_ref(model, pairs, batch=1, cfg=5.0, momentum_scale=0.3, momentum_beta=0.
 
 
 def test_sega_equals_plain_guider(model):
-    from reference_patches import BatchLog, rel
     stack, pairs = build(model)
     log = BatchLog(model)
     try:
@@ -82,7 +81,6 @@ def test_sega_equals_plain_guider(model):
 
 
 def test_sega_batch2_non_square(sd1):
-    from reference_patches import rel
     stack, pairs = build(sd1, batch=2)
     ours = run(sega_node(sd1, stack), batch=2, shape=(13, 19))
     ref = run_ref(sd1, pairs, batch=2, shape=(13, 19))
@@ -93,7 +91,6 @@ def test_sega_guider_equals_node(model):
     """SamplerCustomAdvanced's way: AttnGuideSEGAGuider gives what KSampler + AttnGuideSEGA gives."""
     import comfy.sample
     import comfy.samplers
-    from reference_patches import rel
     stack, _ = build(model)
     pos, neg = H.conds(model)
     guider = sega_nodes()[2].execute(model, pos, neg, stack, 5.0, 0.3, 0.4).args[0]
@@ -107,7 +104,6 @@ def test_sega_guider_equals_node(model):
 def test_sega_at_cfg1_applies_edits_from_negative(sd1):
     """Our choice where the reference turns SEGA off (guidance_scale <= 1): the edit still
     applies, measured from the negative prompt, which is evaluated for it in the same call."""
-    from reference_patches import BatchLog, rel
     stack, pairs = build(sd1)
     log = BatchLog(sd1)
     try:
@@ -123,7 +119,6 @@ def test_sega_at_cfg1_applies_edits_from_negative(sd1):
 def test_sega_img2img_counts_steps_actually_run(sd1):
     """denoise 0.5 runs the last steps of a longer schedule; warmup/cooldown count from its first step."""
     import comfy.samplers
-    from reference_patches import rel
     stack, pairs = build(sd1)
     latent = H.conds(sd1, seed=5)[0][0][0][:, :4, :16].reshape(1, 4, 16, 1).expand(1, 4, 16, 16).contiguous()
     full = comfy.samplers.calculate_sigmas(sd1.get_model_object("model_sampling"), "normal", 2 * STEPS)
@@ -141,7 +136,7 @@ def test_momentum_is_reset_for_every_run(sd1):
 @pytest.mark.parametrize("order", ["sega_then_pag", "pag_then_sega"])
 def test_sega_stacks_with_pag_and_sag(sd1, order):
     """All three on one model: equal to the plain SEGA guider on the plain-way SAG + PAG model."""
-    from reference_patches import BatchLog, ref_pag, ref_sag, rel
+    from reference_patches import ref_pag, ref_sag
     stack, pairs = build(sd1)
     if order == "sega_then_pag":
         ours_model = sag_node(pag_node(sega_node(sd1, stack)))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import comfy_host as H
-from test_nodes_equal_core import pag_node, run, sag_node
+from node_runs import pag_node, rel, run, sag_node
 
 
 def unshared(make, monkeypatch):
@@ -47,7 +47,6 @@ def no_hooks_left(model):
 @pytest.mark.parametrize("cfg,batch", [(5.0, 1), (1.0, 1), (5.0, 2)])
 @pytest.mark.parametrize("where", ["input", "middle", "output"])
 def test_shared_prefix_equals_unshared(model, where, cfg, batch, monkeypatch):
-    from reference_patches import rel
     layers = pick(model, where)
     with Rows(model) as rows:
         shared = run(pag_node(model, layers=layers), cfg=cfg, batch=batch, steps=2)
@@ -71,7 +70,6 @@ def test_unshared_host_runs_the_extra_rows_everywhere(sd1, monkeypatch):
 def test_stacked_with_sag(model, order, cfg, monkeypatch):
     """SAG hooks m0.0 on the uncond rows (CFG > 1) or the cond rows (CFG 1); with PAG in an output
     block the copies then diverge from the cond rows at m0.0 (CFG 1), else at PAG's layer."""
-    from reference_patches import rel
     layers = pick(model, "output")
     make = (lambda: pag_node(sag_node(model), layers=layers)) if order == "sag_first" \
         else (lambda: sag_node(pag_node(model, layers=layers)))
@@ -111,7 +109,6 @@ def tiny_controlnet(model):
 
 @pytest.mark.parametrize("where", ["input", "middle", "output"])
 def test_controlnet_residuals(model, where, monkeypatch, caplog):
-    from reference_patches import rel
     control = tiny_controlnet(model)
     layers = pick(model, where)
 
@@ -137,7 +134,6 @@ def test_other_block_patches(sd1, monkeypatch):
     before and after our PAG."""
     from comfy_extras.nodes_freelunch import FreeU_V2
     from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
-    from reference_patches import rel
 
     def others(m):
         m = FreeU_V2().patch(m, 1.3, 1.4, 0.9, 0.2)[0]
@@ -153,7 +149,6 @@ def test_other_block_patches(sd1, monkeypatch):
 
 
 def test_falls_back_with_a_log_line_when_a_layer_patch_could_see_the_shared_rows(sd1, monkeypatch, caplog):
-    from reference_patches import rel
 
     class Unused(torch.nn.Module):
         pass
@@ -187,7 +182,6 @@ def test_hooks_are_removed_when_the_forward_fails(sd1):
 
 def test_two_pags_on_different_layers(model, monkeypatch):
     """Each PAG adds its own copy; both join at the earlier of their first layers."""
-    from reference_patches import rel
     make = lambda: pag_node(pag_node(model, layers=pick(model, "output")), layers="m0", scale=1.5)
     with Rows(model) as rows:
         shared = run(make(), steps=2)
@@ -199,7 +193,6 @@ def test_two_pags_on_different_layers(model, monkeypatch):
 @pytest.mark.parametrize("where", ["middle", "output"])
 def test_with_sega_concept_rows(sd1, where, monkeypatch):
     """SEGA's concept rows (their own conds) stay in the shared part; only PAG's copy joins late."""
-    from reference_patches import rel
     from test_sega_host import STEPS, build, sega_node
     from test_sega_host import run as sega_run
     stack, _ = build(sd1)

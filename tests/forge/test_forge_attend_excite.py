@@ -1,8 +1,8 @@
 """Attend-and-Excite through the Forge backend equals the node (ComfyUI standing in for ldm_patched)."""
 import pytest
-import torch
 
-from test_forge_sag_pag import forge, pag_node, rel, run, sag_node
+from node_runs import pag_node, rel, sag_node
+from test_forge_sag_pag import forge, run
 
 STEPS = 5
 ARGS = dict(prompt="", words="", max_excite_steps="3", thresholds="0: 0.05, 1: 0.5", scale_factor=20.0,

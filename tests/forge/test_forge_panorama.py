@@ -2,7 +2,8 @@
 alone and with PAG; SAG with it is refused with a clear message."""
 import pytest
 
-from test_forge_sag_pag import forge, pag_node, rel, run, sag_node
+from node_runs import pag_node, rel
+from test_forge_sag_pag import forge, run
 
 SHAPE = (16, 40)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import comfy_host as H
-from test_forge_sag_pag import rel
+from node_runs import rel
 
 STEPS = 4
 AMOUNT = 20.0   # the tiny random UNet's maps barely move at the default 0.1

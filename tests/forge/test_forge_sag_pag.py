@@ -1,31 +1,19 @@
 """The Forge/reForge backend (scripts/attnguide_webui/forge_backend.py) on the ComfyUI-shaped
 contract: a real ComfyUI stands in for ldm_patched, cut down to the API Forge has
 (tests/forge_double.py), and must give the ComfyUI nodes' numbers."""
+import contextlib
 import copy
 
 import pytest
 import torch
 
-import comfy_host as H
+import node_runs
+from node_runs import BatchLog, nodes, pag_node, rel, sag_node
 
 
 def backend():
     from attnguide.scripts.attnguide_webui import forge_backend
     return forge_backend
-
-
-def nodes():
-    from attnguide.nodes.pag import PerturbedAttentionGuidance
-    from attnguide.nodes.sag import SelfAttentionGuidance
-    return SelfAttentionGuidance, PerturbedAttentionGuidance
-
-
-def sag_node(m, scale=0.75, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0):
-    return nodes()[0].execute(m, scale, blur_sigma, threshold, layer, start_percent, end_percent).args[0]
-
-
-def pag_node(m, scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0):
-    return nodes()[1].execute(m, scale, adaptive_scale, layers, rescale, start_percent, end_percent).args[0]
 
 
 def forge(method, patcher, steps=4, **params):
@@ -35,34 +23,14 @@ def forge(method, patcher, steps=4, **params):
 
 def run(m, batch=1, cfg=5.0, shape=(16, 16), steps=4, sampler="euler", forge_path=False):
     import forge_double as F
-    pos, neg = H.conds(m, batch)
-    latent = torch.zeros(batch, 4, *shape)
-    if not forge_path:
-        return H.sample(m, pos, neg, latent, steps=steps, cfg=cfg, sampler=sampler)
-    with F.forge_sampling():
-        return H.sample(m, pos, neg, latent, steps=steps, cfg=cfg, sampler=sampler)
+    with F.forge_sampling() if forge_path else contextlib.nullcontext():
+        return node_runs.run(m, batch, cfg, shape, steps, sampler)
 
 
 @pytest.fixture
 def old(model):
     import forge_double as F
     return F.old_patcher(model)
-
-
-class BatchLog:
-    """Batch sizes of every UNet forward."""
-
-    def __init__(self, model):
-        self.sizes = []
-        self.handle = model.model.diffusion_model.register_forward_pre_hook(
-            lambda mod, args: self.sizes.append(args[0].shape[0]))
-
-    def close(self):
-        self.handle.remove()
-
-
-def rel(a, b):
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def test_sag_equals_node(model, old):

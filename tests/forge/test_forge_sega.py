@@ -3,7 +3,8 @@ import pytest
 import torch
 
 import comfy_host as H
-from test_forge_sag_pag import BatchLog, forge, pag_node, rel, run, sag_node
+from node_runs import BatchLog, pag_node, rel, sag_node
+from test_forge_sag_pag import forge, run
 
 STEPS = 5
 # (seed, direction, scale, warmup, cooldown, timing, threshold, weight)

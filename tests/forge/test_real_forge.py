@@ -9,7 +9,7 @@ import torch
 import comfy_host as H
 import forge_host as FH
 import reforge_host as RH
-from test_forge_sag_pag import pag_node, rel, sag_node
+from node_runs import pag_node, rel, sag_node
 from test_forge_sega import build, sega_node
 
 STEPS = 5

@@ -4,8 +4,8 @@ The sampler starts from noise: the first step hands it over to the inverted init
 import comfy_host as H
 import forge_host as FH
 import torch
+from node_runs import rel
 from test_forge_pix2pix_zero import SOURCE, TARGET, embeddings, encoder, nodes_edit
-from test_forge_sag_pag import rel
 from test_real_forge import STEPS, pair  # noqa: F401 (fixture)
 
 

@@ -9,8 +9,6 @@ import torch
 
 pytest.importorskip("diffusers", reason="the reference tests need diffusers (requirements-test.txt)")
 
-from diffusers import AutoencoderKL, DDIMInverseScheduler, StableDiffusionPix2PixZeroPipeline
-
 from attnguide.guidance import pix2pix_zero as p2pz
 
 import pix2pix_zero_host as host
@@ -39,22 +37,6 @@ def text():
     return tok, tiny_clip.text_encoder(tok)
 
 
-def vae():
-    torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(16,) * 4, layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4).eval()
-
-
-def pipeline(unet):
-    pipe = StableDiffusionPix2PixZeroPipeline(vae=vae(), text_encoder=None, tokenizer=None, unet=unet,
-                                              scheduler=td.ddim(), feature_extractor=None, safety_checker=None,
-                                              inverse_scheduler=DDIMInverseScheduler.from_config(td.ddim().config),
-                                              caption_generator=None, caption_processor=None,
-                                              requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def embeds(text, sentences):
     with torch.no_grad():
         return tiny_clip.encode(*text, sentences)
@@ -65,13 +47,13 @@ def direction_inputs(text):
 
 
 def reference_invert(unet, latents, cond, seed, **kw):
-    return pipeline(unet).invert(image=latents.clone(), prompt_embeds=cond, num_inference_steps=STEPS,
+    return td.pix2pix_zero_pipeline(unet).invert(image=latents.clone(), prompt_embeds=cond, num_inference_steps=STEPS,
                                  generator=torch.Generator().manual_seed(seed), output_type="pt", **kw).latents
 
 
 def reference_edit(unet, latents, cond, uncond, source, target, cfg, amount):
     with torch.no_grad():
-        return pipeline(unet)(prompt_embeds=cond, negative_prompt_embeds=uncond, source_embeds=source,
+        return td.pix2pix_zero_pipeline(unet)(prompt_embeds=cond, negative_prompt_embeds=uncond, source_embeds=source,
                               target_embeds=target, latents=latents.clone(), num_inference_steps=STEPS,
                               guidance_scale=cfg, cross_attention_guidance_amount=amount, height=128, width=128,
                               output_type="latent").images

@@ -3,12 +3,13 @@
 Recipe: /work/shared/research/reference-algorithms.md section 9. No text encoder, tokenizer or
 VAE is built: the tests pass prompt embeddings directly and ask for latents
 (output_type="latent"), which the SAG/PAG pipelines allow with those components set to None.
+Pix2Pix-Zero's pipeline is the exception: it wants a VAE (tiny_vae, random weights).
 """
 import logging
 
 import torch
-from diffusers import (DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPAGPipeline, StableDiffusionSAGPipeline,
-                       StableDiffusionXLPAGPipeline, UNet2DConditionModel)
+from diffusers import (AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, StableDiffusionPAGPipeline,
+                       StableDiffusionSAGPipeline, StableDiffusionXLPAGPipeline, UNet2DConditionModel)
 from diffusers.utils import logging as diffusers_logging
 
 diffusers_logging.set_verbosity_error()
@@ -80,6 +81,20 @@ def pag_pipeline(unet, layers="mid"):
 def sdxl_pag_pipeline(unet, layers="mid"):
     return _quiet(StableDiffusionXLPAGPipeline(unet=unet, scheduler=euler(), text_encoder_2=None, tokenizer_2=None,
                                                add_watermarker=False, pag_applied_layers=layers, **_NO_EXTRAS))
+
+
+def tiny_vae():
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=(16,) * 4, layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4).eval()
+
+
+def pix2pix_zero_pipeline(unet):
+    from diffusers import DDIMInverseScheduler, StableDiffusionPix2PixZeroPipeline  # deprecated: loaded when used
+    return _quiet(StableDiffusionPix2PixZeroPipeline(
+        vae=tiny_vae(), text_encoder=None, tokenizer=None, unet=unet, scheduler=ddim(), feature_extractor=None,
+        safety_checker=None, inverse_scheduler=DDIMInverseScheduler.from_config(ddim().config),
+        caption_generator=None, caption_processor=None, requires_safety_checker=False))
 
 
 def randn(shape, seed):
