@@ -29,6 +29,7 @@ from .a1111_forward import forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_step import make_condition_dict, take_rows
+from .webui_text import one_window_sentences
 
 TITLE = "Pix2Pix-Zero (AttnGuide)"
 _LOG = logging.getLogger("attnguide")
@@ -87,11 +88,7 @@ def _encode(session, text, name):
     height, width = (8 * s for s in session.x.shape[-2:])
     with torch.no_grad():
         cond = session.p.sd_model.get_learned_conditioning(prompt_parser.SdConditioning(lines, width=width, height=height))
-    cond = cond["crossattn"] if isinstance(cond, dict) else cond
-    if cond.shape[1] != 77:
-        raise ValueError(f"{TITLE}: {name}: a sentence is longer than one 75-token window; shorten it (the direction "
-                         "is added to a prompt of one window).")
-    return cond.float().cpu()
+    return one_window_sentences(cond, TITLE, name)
 
 
 def _with_direction(text, direction):

@@ -4,14 +4,15 @@ what a ComfyUI post-CFG function gets as its args."""
 import torch
 
 from ...attention.router import UNCOND
+from .webui_text import cross_attention_text
 
 
 def rows_of(cond):
-    return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[0]
+    return cross_attention_text(cond).shape[0]
 
 
 def tokens_of(cond):
-    return (cond["crossattn"] if isinstance(cond, dict) else cond).shape[1]
+    return cross_attention_text(cond).shape[1]
 
 
 def tile_rows(cond, n):

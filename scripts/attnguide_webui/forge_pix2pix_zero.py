@@ -27,6 +27,7 @@ from ...guidance import pix2pix_zero as p2pz
 from .forge_grad import gradient_forward
 from .forge_params import method_key
 from .forge_router import host, install, modifier_step, post_cfg_last
+from .webui_text import one_window_sentences
 
 NAME = "Pix2Pix-Zero"
 
@@ -57,12 +58,7 @@ def apply_pix2pix_zero(patcher, source, target, guidance_amount, seed, lambda_au
 
 
 def _encode(encode, text, name):
-    cond = encode(p2pz.sentences(text, name))
-    cond = cond["crossattn"] if isinstance(cond, dict) else cond
-    if cond.shape[1] != 77:
-        raise ValueError(f"{NAME}: {name}: a sentence is longer than one 75-token window; shorten it (the direction "
-                         "is added to a prompt of one window).")
-    return cond.float().cpu()
+    return one_window_sentences(encode(p2pz.sentences(text, name)), NAME, name)
 
 
 def _edit_conds(conds, direction):
