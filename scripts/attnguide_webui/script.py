@@ -45,14 +45,31 @@ class MethodScript:
                 _apply_a1111(p, self.spec.key, params, kwargs["x"])
             else:
                 _apply_forge(p, self.spec.key, params)
-        except NotServed as e:
-            _LOG.warning("attnguide: %s", e)
+        except Exception as e:  # A1111 would only log it (modules/scripts.py:836-842) and infotext would still list the settings
+            refuse(p, self.spec, params, e)
 
     def postprocess_batch(self, p, *args, **kwargs):
         _finish(p)
 
     def postprocess(self, p, processed, *args):
         _finish(p)
+
+
+def refuse(p, spec, params, error):
+    """The method did not run: its settings leave the infotext and an 'AttnGuide <method> error' entry takes
+    their place, so the WebUI's info, the PNG and an API client's `info` say why. Not a NotServed or a
+    ValueError (bad input) is a bug: logged with its traceback."""
+    if isinstance(error, (NotServed, ValueError)):
+        _LOG.warning("attnguide: %s", error)
+    else:
+        _LOG.exception("attnguide: %s failed", spec.title)
+    for key in spec.infotext(params):
+        p.extra_generation_params.pop(key, None)
+    p.extra_generation_params[error_key(spec)] = str(error) or type(error).__name__
+
+
+def error_key(spec):
+    return f"AttnGuide {spec.short} error"
 
 
 def _apply_a1111(p, method, params, x):

@@ -11,7 +11,7 @@ pytest.importorskip("ldm.modules.diffusionmodules.openaimodel", reason="needs st
 pytest.importorskip("diffusers", reason="the reference needs diffusers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from webui_case import (MIN_EFFECT, TOLERANCE, a1, a1111_schedule, generate, host, inputs, leftovers, models,  # noqa: E402,F401
+from webui_case import (MIN_EFFECT, TOLERANCE, a1, a1111_schedule, generate, host, inputs, leftovers, models, refused,  # noqa: E402,F401
                         td)
 import attend_excite_host  # noqa: E402
 from attnguide.guidance.attend_excite import ExciteSettings  # noqa: E402
@@ -51,10 +51,9 @@ def test_words_are_found_with_the_prompts_tokenizer(models, host):
     by_index, _, r2 = generate(host, {TITLE: ae_args(indices="2, 5")}, "euler", 7.5, 1, cond, uncond, noise)
     assert not r1.errors and not r2.errors
     assert torch.equal(by_words, by_index)
-    _, _, r3 = generate(host, {TITLE: ae_args(words="dog", indices="")}, "euler", 7.5, 1, cond, uncond, noise,
+    _, p, r3 = generate(host, {TITLE: ae_args(words="dog", indices="")}, "euler", 7.5, 1, cond, uncond, noise,
                         prompt="a cat and a2 frog")
-    (hook, error), = r3.errors
-    assert "words: 'dog' is not in the prompt. The prompt's words are: a, cat, and, a2, frog" in str(error)
+    assert "words: 'dog' is not in the prompt. The prompt's words are: a, cat, and, a2, frog" in refused(p, r3)
     assert leftovers(models[0], host) == []
 
 
@@ -69,11 +68,11 @@ def test_unserved_sampler_is_said_and_nothing_changes(models, host, caplog):
 
     a1.Sampler.__init__ = as_plms
     try:
-        out, _, runner = generate(host, runner_args, "ddim", 7.5, 1, cond, uncond, noise)
+        out, p, runner = generate(host, runner_args, "ddim", 7.5, 1, cond, uncond, noise)
     finally:
         a1.Sampler.__init__ = original
     plain, _, _ = generate(host, {}, "ddim", 7.5, 1, cond, uncond, noise)
-    assert not runner.errors and torch.equal(out, plain)
+    assert "sampler plms is not served" in refused(p, runner) and torch.equal(out, plain)
     assert any("sampler plms is not served" in r.getMessage() for r in caplog.records)
     assert webui_case.leftovers(models[0], host) == []
 

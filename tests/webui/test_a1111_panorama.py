@@ -11,7 +11,8 @@ pytest.importorskip("ldm.modules.diffusionmodules.openaimodel", reason="needs st
 pytest.importorskip("diffusers", reason="the reference needs diffusers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, leftovers, models, td)  # noqa: E402,F401
+from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, leftovers, models, refused,  # noqa: E402,F401
+                        td)
 from test_panorama_vs_diffusers import windowed_sample  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -76,10 +77,8 @@ def test_interrupt_returns_the_whole_latent(models, host):
 
 def test_bad_settings_are_reported(models, host):
     noise, cond, uncond = wide_inputs(1)
-    _, _, runner = generate(host, {TITLE: pano_args(stride=60)}, "euler", 7.5, 1, cond, uncond, noise)
-    (hook, error), = runner.errors
-    assert "stride: 60 px is not a multiple of 8 px" in str(error)
-    _, _, runner = generate(host, {TITLE: pano_args(window=64, stride=128)}, "euler", 7.5, 1, cond, uncond, noise)
-    (hook, error), = runner.errors
-    assert "larger than the window" in str(error)
+    _, p, runner = generate(host, {TITLE: pano_args(stride=60)}, "euler", 7.5, 1, cond, uncond, noise)
+    assert "stride: 60 px is not a multiple of 8 px" in refused(p, runner)
+    _, p, runner = generate(host, {TITLE: pano_args(window=64, stride=128)}, "euler", 7.5, 1, cond, uncond, noise)
+    assert "larger than the window" in refused(p, runner)
     assert leftovers(models[0], host) == []

@@ -11,7 +11,7 @@ pytest.importorskip("ldm.modules.diffusionmodules.openaimodel", reason="needs st
 pytest.importorskip("diffusers", reason="the reference needs diffusers")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, inputs, leftovers, models,  # noqa: E402,F401
+from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, inputs, leftovers, models, refused,  # noqa: E402,F401
                         reference, td)
 
 from attnguide.demo.methods import sega  # noqa: E402
@@ -86,8 +86,7 @@ def test_concept_of_other_length_runs_in_its_own_call(models, host):
 def test_bad_concept_is_reported(models, host):
     noise, cond, uncond = inputs(1)
     host.shared.sd_model.embeddings["glasses"] = td.randn((TOKENS, td.SD1_CONTEXT_DIM), 10)
-    _, _, runner = generate(host, {TITLE: sega_args([dict(prompt="glasses", threshold=0.99, weight=-1.0)])}, "euler",
+    _, p, runner = generate(host, {TITLE: sega_args([dict(prompt="glasses", threshold=0.99, weight=-1.0)])}, "euler",
                             7.5, 1, cond, uncond, noise)
-    (hook, error), = runner.errors
-    assert "weight is -1.0; it must be >= 0" in str(error)
+    assert "weight is -1.0; it must be >= 0" in refused(p, runner)
     assert leftovers(models[0], host) == []

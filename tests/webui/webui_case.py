@@ -141,3 +141,14 @@ def reference(models, kind, noise, cond, uncond, cfg, methods):
         return host.sample(noise, a1111_schedule(kind, alphas), Cond(cond), Cond(uncond), cfg, posts)
 
 
+
+
+def refused(p, runner):
+    """The message of the one method the scripts refused, as the infotext carries it in place of that method's
+    settings (script.refuse); A1111 itself saw no exception, so nothing else would tell an API client."""
+    assert not runner.errors, runner.errors
+    errors = {k: v for k, v in p.extra_generation_params.items() if k.startswith("AttnGuide ") and k.endswith(" error")}
+    (key, message), = errors.items()
+    method = key[:-len("error")]
+    assert [k for k in p.extra_generation_params if k.startswith(method)] == [key]
+    return message
