@@ -22,8 +22,10 @@ from ..guidance.schedule import step_index
 from . import common
 from .comfy_api_compat import io
 from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
+from ..methods.attend_excite import SPEC
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
+from .widgets import widgets
 
 RECORD_KEY = "attnguide_excite"
 SAMPLER_OWNS_X = "attnguide_excite_sampler"
@@ -93,37 +95,11 @@ class AttendAndExcite(io.ComfyNode):
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The positive prompt, exactly as typed into the CLIP Text Encode that feeds the "
                                         "sampler's positive input: the words are looked up in it."),
-                io.String.Input("words", default="",
-                                tooltip="The subjects to excite, comma separated, e.g. 'cat, frog'. A word split into "
-                                        "several tokens is excited through its last token; the first occurrence counts."),
+                *widgets(SPEC, "words"),
                 io.Clip.Input("clip", optional=True,
                               tooltip="The CLIP that encodes the prompt; its tokenizer finds the words' token positions. "
                                       "Not needed when token_indices is set."),
-                io.String.Input("max_excite_steps", default="25",
-                                tooltip="The latent is updated before steps 0 .. this-1: a step count (reference 25) or a "
-                                        "percent of the sampler's steps ('50%'). No gradient work runs after it."),
-                io.String.Input("thresholds", default="0: 0.05, 10: 0.5, 20: 0.8",
-                                tooltip="Iterative refinement: at these steps (or percents, '20%: 0.5') the latent is "
-                                        "updated until every subject's attention peak reaches the threshold (reference "
-                                        "'0: 0.05, 10: 0.5, 20: 0.8'). Empty = no refinement."),
-                io.Float.Input("scale_factor", default=20.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Step size of the latent update (reference 20)."),
-                io.Float.Input("scale_range_start", default=1.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="Step size = scale_factor * sqrt(r), r going linearly from this at the first step..."),
-                io.Float.Input("scale_range_end", default=0.5, min=0.0, max=10.0, step=0.05,
-                               tooltip="...to this at the last step (reference range 1.0 to 0.5)."),
-                io.Int.Input("max_refinement_iterations", default=20, min=1, max=200,
-                             tooltip="Most updates of one iterative refinement (reference 20)."),
-                io.Float.Input("smoothing_sigma", default=0.5, min=0.05, max=10.0, step=0.05,
-                               tooltip="Sigma of the 3x3 Gaussian that smooths each map before its peak is taken "
-                                       "(reference 0.5; the reference's formula makes the effective std sigma*sqrt(2))."),
-                io.Int.Input("attention_downscale", default=4, min=1, max=64,
-                             tooltip="Cross-attention maps of the UNet level where the latent is downscaled this many "
-                                     "times. 4 = the reference's 16x16 for SD1.x at 512 px; for SDXL 4 is the 32x32 "
-                                     "level at 1024 px with the deep (10-block) transformers, which carry the subjects."),
-                io.String.Input("token_indices", default="", optional=True,
-                                tooltip="Advanced: token positions to excite instead of words, e.g. '2, 5' "
-                                        "(<|startoftext|> is 0). Overrides words when set."),
+                *widgets(SPEC, *[p.name for p in SPEC.params[1:]]),
             ],
             outputs=[io.Model.Output(),
                      io.Conditioning.Output(display_name="positive",

@@ -1,22 +1,11 @@
-"""What every method node shares: window inputs, model checks, method keys."""
+"""What every method node shares: model checks, method keys."""
 import logging
 
 from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ..attention.router import ROUTER_KEY
-from .comfy_api_compat import io
 
 CATEGORY = "attnguide"
 _LOG = logging.getLogger("attnguide")
-
-
-def schedule_inputs():
-    return [
-        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="First step the method is on, as a fraction of the steps the sampler runs (0 = first step)."),
-        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="The method is off from this fraction of the steps on (1 = on until the end). "
-                               "Outside the window it costs nothing."),
-    ]
 
 
 def unet_layers_or_warn(model, node_name):

@@ -2,9 +2,11 @@ from ..attention.guidance_methods import pag_post_cfg
 from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
 from ..guidance.schedule import Schedule
+from ..methods.pag import SPEC
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install
+from .widgets import widgets
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
@@ -19,19 +21,7 @@ class PerturbedAttentionGuidance(io.ComfyNode):
                         "conditional rows' computation up to the first perturbed layer.",
             inputs=[
                 io.Model.Input("model", tooltip="A UNet model (SD1.x, SD2.x, SDXL)."),
-                io.Float.Input("scale", default=3.0, min=0.0, max=100.0, step=0.01, round=0.01,
-                               tooltip="PAG scale (diffusers and ComfyUI default 3.0). 0 turns it off."),
-                io.Float.Input("adaptive_scale", default=0.0, min=0.0, max=1.0, step=0.0001, round=0.0001,
-                               tooltip="Lower the scale as sampling proceeds: scale - adaptive_scale * (1000 - timestep), "
-                                       "never below 0 (diffusers' pag_adaptive_scale). 0 keeps it constant."),
-                io.String.Input("layers", default="m0",
-                                tooltip="Self-attention layers to perturb: d/m/u + block[.depth], ranges with '-', "
-                                        "comma separated (ComfyUI block ids). Default m0: every transformer of the "
-                                        "middle block, as diffusers' 'mid' and ComfyUI's built-in node."),
-                io.Float.Input("rescale", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Guidance rescale (diffusers' guidance_rescale) applied to the CFG+PAG result "
-                                       "against the conditional prediction; only with CFG > 1. 0 = off."),
-                *common.schedule_inputs(),
+                *widgets(SPEC),
             ],
             outputs=[io.Model.Output()],
         )

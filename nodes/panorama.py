@@ -20,9 +20,11 @@ import torch
 from ..attention.router import RUN_KEY, Method
 from ..guidance import panorama as pano
 from ..guidance.schedule import Schedule, step_index
+from ..methods.panorama import SPEC
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install
+from .widgets import widgets
 
 WRAPPER_KEY = "attnguide_panorama"
 CALL_KEY = "attnguide_panorama_call"
@@ -54,23 +56,7 @@ class Panorama(io.ComfyNode):
                         "ControlNet hints cropped per window; SAG/PAG/SEGA from this pack run per window.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to run on windows (any ComfyUI model; SAG/PAG need a UNet)."),
-                io.Int.Input("window_width", default=0, min=0, max=16384, step=8,
-                             tooltip="Window width in pixels. 0 = the model's native size (512 for SD1.x/SD2.x, "
-                                     "1024 for SDXL). Clipped to the image."),
-                io.Int.Input("window_height", default=0, min=0, max=16384, step=8,
-                             tooltip="Window height in pixels. 0 = the model's native size. Clipped to the image."),
-                io.Int.Input("stride", default=64, min=8, max=16384, step=8,
-                             tooltip="Distance between neighbouring windows in pixels, both axes (64 px = 8 latent "
-                                     "positions, the reference's value). Smaller = more windows, smoother, slower."),
-                io.Combo.Input("wrap", options=list(pano.WRAPS), default="none",
-                               tooltip="360-degree wrap-around: 'horizontal' joins the left and right edges "
-                                       "(equirectangular panoramas), 'vertical' top and bottom, 'both' tiles."),
-                io.Combo.Input("weights", options=[pano.UNIFORM, pano.FEATHERED], default=pano.UNIFORM,
-                               tooltip="How overlapping windows are averaged: 'uniform' as the reference, or "
-                                       "'feathered' (less weight near a window's borders, softer seams)."),
-                io.Int.Input("window_batch", default=4, min=1, max=256,
-                             tooltip="Windows evaluated in one model call. Higher is faster until memory runs out; "
-                                     "the result does not depend on it."),
+                *widgets(SPEC),
             ],
             outputs=[io.Model.Output()],
         )

@@ -10,8 +10,10 @@ import safetensors.torch
 import torch
 
 from ..guidance.pix2pix_zero import edit_direction, sentences
+from ..methods.pix2pix_zero import SPEC
 from . import common
 from .comfy_api_compat import io
+from .widgets import widgets
 
 Direction = io.Custom("ATTNGUIDE_P2PZ_DIRECTION")
 FOLDER = "attnguide_directions"
@@ -74,12 +76,7 @@ class Pix2PixZeroDirection(io.ComfyNode):
                         "sentences minus that of the source sentences, as in diffusers' StableDiffusionPix2PixZeroPipeline.",
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP of the model you edit with (the one that encodes its prompt)."),
-                io.String.Input("source", multiline=True, default="cat",
-                                tooltip="What the image shows now: sentences about it, one per line (e.g. 'a cat "
-                                        "sitting on a sofa.'), or one word ('cat'), expanded with 16 built-in "
-                                        "sentence templates. A single line that ends with '.', '!' or '?' is one sentence."),
-                io.String.Input("target", multiline=True, default="dog",
-                                tooltip="What it should show: the same kind of sentences with the new concept ('dog')."),
+                *widgets(SPEC, "source", "target"),
                 io.Clip.Input("target_clip", optional=True,
                               tooltip="Advanced: encode the target with this CLIP instead (e.g. the same checkpoint "
                                       "with a LoRA). It must be the same text encoder as clip."),

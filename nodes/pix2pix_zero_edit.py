@@ -29,11 +29,13 @@ from ..attention.reference_attend import comparing, recording
 from ..attention.unet_levels import grid
 from ..guidance import pix2pix_zero as p2pz
 from ..guidance.schedule import step_index
+from ..methods.pix2pix_zero import SPEC
 from . import common
 from .comfy_api_compat import io
 from .grad_forward import gradients_through
 from .pix2pix_zero import Direction
 from .pix2pix_zero_invert import check_latent, check_sigmas
+from .widgets import widgets
 
 EDIT_COND = "attnguide_p2pz_edit"
 Maps = io.Custom("ATTNGUIDE_P2PZ_MAPS")
@@ -212,10 +214,7 @@ class Pix2PixZeroEdit(io.ComfyNode):
                 io.Sigmas.Input("sigmas", tooltip="The same schedule the inversion used (BasicScheduler, ddim_uniform)."),
                 io.Float.Input("cfg", default=7.5, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale (reference 7.5)."),
-                io.Float.Input("guidance_amount", default=0.1, min=0.0, max=1000.0, step=0.01,
-                               tooltip="Cross-attention guidance: step size of the one gradient step per denoising "
-                                       "step that pulls the edit's cross-attention maps towards the source's "
-                                       "(reference 0.1). 0 = the direction alone."),
+                *widgets(SPEC, "guidance_amount"),
                 io.Combo.Input("add_noise", options=["disable", "enable"], default="disable",
                                tooltip="disable for an inverted latent (it already is the noise). enable: noise from "
                                        "noise_seed is added, as KSampler does, to edit a generated image (give the "

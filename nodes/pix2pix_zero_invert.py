@@ -14,8 +14,10 @@ import latent_preview
 import torch
 
 from ..guidance.pix2pix_zero import InversionSettings, inversion_step, roll_generators
+from ..methods.pix2pix_zero import SPEC
 from . import common
 from .comfy_api_compat import io
+from .widgets import widgets
 
 
 def check_latent(model, samples, input_name="latent"):
@@ -97,18 +99,7 @@ class Pix2PixZeroInvert(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The image to invert: VAE Encode of a photo, or a sampler's output."),
                 io.Sigmas.Input("sigmas", tooltip="The schedule the edit will use, e.g. BasicScheduler with scheduler "
                                                   "ddim_uniform and 50 steps (the reference's DDIM). Walked upwards."),
-                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff,
-                             tooltip="Seed of the random shifts of the auto-correlation penalty (image i uses seed + i)."),
-                io.Float.Input("lambda_auto_corr", default=20.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Weight of the auto-correlation penalty that keeps the inverted noise "
-                                       "spatially uncorrelated (reference 20; 0 = off)."),
-                io.Float.Input("lambda_kl", default=20.0, min=0.0, max=1000.0, step=0.5,
-                               tooltip="Weight of the KL penalty that keeps the noise's mean 0 and variance 1 "
-                                       "(reference 20; 0 = off)."),
-                io.Int.Input("regularization_steps", default=5, min=0, max=100,
-                             tooltip="Regularisation rounds per inversion step (reference 5; 0 = plain DDIM inversion)."),
-                io.Int.Input("auto_corr_rolls", default=5, min=1, max=100,
-                             tooltip="Random shifts per round of the auto-correlation penalty (reference 5)."),
+                *widgets(SPEC, "seed", "lambda_auto_corr", "lambda_kl", "regularization_steps", "auto_corr_rolls"),
             ],
             outputs=[io.Latent.Output(display_name="noise",
                                       tooltip="The inverted noise latent: the start of a sampler run on the same sigmas.")],

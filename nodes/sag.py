@@ -1,8 +1,10 @@
 from ..attention.guidance_methods import sag_layer, sag_method
 from ..guidance.schedule import Schedule
+from ..methods.sag import SPEC
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install, run_extra
+from .widgets import widgets
 
 
 class SelfAttentionGuidance(io.ComfyNode):
@@ -16,19 +18,7 @@ class SelfAttentionGuidance(io.ComfyNode):
                         "Costs one extra UNet pass at batch size b per step while active.",
             inputs=[
                 io.Model.Input("model", tooltip="A UNet model (SD1.x, SD2.x, SDXL)."),
-                io.Float.Input("scale", default=0.75, min=-10.0, max=10.0, step=0.01, round=0.01,
-                               tooltip="SAG scale. 0.75 is the diffusers default; ComfyUI's built-in node uses 0.5."),
-                io.Float.Input("blur_sigma", default=1.0, min=0.0, max=10.0, step=0.1,
-                               tooltip="Sigma of the 9x9 Gaussian blur of the masked regions. 1.0 is the diffusers "
-                                       "default; ComfyUI's built-in node uses 2.0."),
-                io.Float.Input("threshold", default=1.0, min=0.0, max=10.0, step=0.01,
-                               tooltip="Blur where a position receives more than this total attention (head-averaged, "
-                                       "summed over queries; the mean is exactly 1). 1.0 in diffusers and ComfyUI."),
-                io.String.Input("layer", default="m0.0",
-                                tooltip="Self-attention layer whose map picks the regions to blur: d/m/u + block.depth "
-                                        "(ComfyUI block ids). Default m0.0, the first transformer of the middle block, "
-                                        "as in diffusers."),
-                *common.schedule_inputs(),
+                *widgets(SPEC),
             ],
             outputs=[io.Model.Output()],
         )

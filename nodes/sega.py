@@ -8,9 +8,11 @@ import comfy.samplers
 from ..attention.router import Method, step_context
 from ..guidance.schedule import step_at
 from ..guidance.sega import Concept, sega_denoised
+from ..methods.sega import SPEC
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import add_sampler_conds, install
+from .widgets import widgets
 
 Concepts = io.Custom("ATTNGUIDE_SEGA_CONCEPTS")
 _TEXT_KEYS = ("cross_attn", "pooled_output", "model_conds", "uuid")
@@ -44,29 +46,7 @@ class SEGAConcept(io.ComfyNode):
             description="One concept for Semantic Guidance: a prompt to add to or remove from the image. "
                         "Chain several through 'concepts'.",
             inputs=[
-                io.String.Input("prompt", multiline=True, default="",
-                                tooltip="The concept, e.g. 'sunglasses'. Encoded with the CLIP input; leave empty "
-                                        "when you connect your own 'conditioning'."),
-                io.Combo.Input("direction", options=["add", "remove"], default="add",
-                               tooltip="add: push the image towards the concept; remove: push it away "
-                                       "(diffusers' reverse_editing_direction)."),
-                io.Float.Input("scale", default=5.0, min=0.0, max=100.0, step=0.1,
-                               tooltip="Edit guidance scale (diffusers' edit_guidance_scale, default 5)."),
-                io.Float.Input("warmup", default=10, min=0, max=10000, step=1,
-                               tooltip="Steps (or percent of the steps, see 'timing') before the edit is applied "
-                                       "(edit_warmup_steps, default 10 of the reference's 50: at 20-30 steps try "
-                                       "'percent' and 20). The momentum builds during warmup."),
-                io.Float.Input("cooldown", default=-1, min=-1, max=10000, step=1,
-                               tooltip="Step (or percent) from which the concept is off (edit_cooldown_steps). "
-                                       "-1 = never."),
-                io.Combo.Input("timing", options=["steps", "percent"], default="steps",
-                               tooltip="Unit of warmup and cooldown: sampler steps, or percent of the steps the "
-                                       "sampler runs (img2img counts from its first step)."),
-                io.Float.Input("threshold", default=0.9, min=0.0, max=0.99, step=0.01,
-                               tooltip="Keep only the strongest (1 - threshold) of the edit per channel "
-                                       "(edit_threshold, default 0.9 = top 10%). In [0, 1)."),
-                io.Float.Input("weight", default=1.0, min=0.0, max=100.0, step=0.01,
-                               tooltip="Relative weight of this concept among the concepts (edit_weights)."),
+                *widgets(SPEC, *[p.name for p in SPEC.concept_params]),
                 io.Clip.Input("clip", optional=True, tooltip="The checkpoint's CLIP, to encode 'prompt'."),
                 io.Conditioning.Input("conditioning", optional=True,
                                       tooltip="The concept already encoded (instead of clip + prompt), from the same "
@@ -97,12 +77,7 @@ class SEGAConcept(io.ComfyNode):
 
 
 def _momentum_inputs():
-    return [
-        io.Float.Input("momentum_scale", default=0.1, min=0.0, max=10.0, step=0.01,
-                       tooltip="Weight of the edit momentum added every step (edit_momentum_scale, default 0.1)."),
-        io.Float.Input("momentum_beta", default=0.4, min=0.0, max=0.999, step=0.01,
-                       tooltip="How much momentum carries over between steps (edit_mom_beta, default 0.4)."),
-    ]
+    return widgets(SPEC)
 
 
 def apply_sega(model, concepts, momentum_scale, momentum_beta):

@@ -4,7 +4,7 @@ relative imports. Nothing here imports the host at import time."""
 import importlib
 import importlib.util
 
-from .params import METHODS
+from ...methods import METHODS
 from .script import MethodScript
 from .xyz import register_axes
 

@@ -1,25 +1,20 @@
-"""Parameters of the Forge backend: the ComfyUI node's execute() inputs, same names and defaults,
+"""Parameters of the Forge backend: the ComfyUI node's execute() inputs, names and defaults from methods/,
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
 from ...attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ...attention.router import ROUTER_KEY
+from ...methods import METHODS
 
-DEFAULTS = {
-    "sag": {"scale": 0.75, "blur_sigma": 1.0, "threshold": 1.0, "layer": "m0.0",
-            "start_percent": 0.0, "end_percent": 1.0},
-    "pag": {"scale": 3.0, "adaptive_scale": 0.0, "layers": "m0", "rescale": 0.0,
-            "start_percent": 0.0, "end_percent": 1.0},
-    "sega": {"concepts": None, "momentum_scale": 0.1, "momentum_beta": 0.4},
-    "attend_excite": {"prompt": "", "words": "", "max_excite_steps": "25", "thresholds": "0: 0.05, 10: 0.5, 20: 0.8",
-                      "scale_factor": 20.0, "scale_range_start": 1.0, "scale_range_end": 0.5,
-                      "max_refinement_iterations": 20, "smoothing_sigma": 0.5, "attention_downscale": 4,
-                      "token_indices": ""},
-    "panorama": {"window_width": 0, "window_height": 0, "stride": 64, "wrap": "none", "weights": "uniform",
-                 "window_batch": 4},
-    "pix2pix_zero": {"source": "cat", "target": "dog", "guidance_amount": 0.1, "lambda_auto_corr": 20.0, "lambda_kl": 20.0,
-                     "regularization_steps": 5, "auto_corr_rolls": 5, "seed": 0},
-}
-CONCEPT_DEFAULTS = {"prompt": "", "direction": "add", "scale": 5.0, "warmup": 10, "cooldown": -1,
-                    "timing": "steps", "threshold": 0.9, "weight": 1.0, "conditioning": None}
+
+def _defaults(params):
+    return {p.name: p.default for p in params}
+
+
+# keyed like the node's execute(): SEGA's concepts and Attend-and-Excite's prompt come from the script
+DEFAULTS = {key: _defaults(spec.params) for key, spec in METHODS.items()}
+DEFAULTS["sega"] = {"concepts": None, **DEFAULTS["sega"]}
+DEFAULTS["attend_excite"] = {"prompt": "", **DEFAULTS["attend_excite"]}
+CONCEPT_DEFAULTS = {**_defaults(METHODS["sega"].concept_params), "conditioning": None}
+
 # Not node inputs: what only the WebUI knows. sigmas: the run's schedule (tensor, or a callable
 # returning it when the run starts); encode: texts -> conditioning like sd_model.get_learned_conditioning;
 # tokenize: text -> [(position, token id, piece)] of its text tokens (Attend-and-Excite's words).

@@ -11,7 +11,7 @@ _LOG = logging.getLogger("attnguide")
 
 
 class MethodScript:
-    spec = None  # params.MethodSpec
+    spec = None  # methods.MethodSpec
 
     def title(self):
         return self.spec.title

@@ -32,11 +32,11 @@ def build(script, spec, is_img2img):
 
 
 def _component(gr, param, elem_id, label):
-    common = dict(label=label, value=param.default, elem_id=elem_id, info=param.tooltip)
+    common = dict(label=label, value=param.default, elem_id=elem_id, info=param.webui_info)
     if param.kind == "choice":
         return gr.Dropdown(choices=list(param.choices), **common)
     if param.kind == "text":
         return gr.Textbox(**common)
     if param.maximum - param.minimum <= SLIDER_SPAN:
-        return gr.Slider(minimum=param.minimum, maximum=param.maximum, step=param.step, **common)
+        return gr.Slider(minimum=param.minimum, maximum=param.maximum, step=param.step or 1, **common)
     return gr.Number(minimum=param.minimum, maximum=param.maximum, precision=0 if param.kind == "int" else None, **common)

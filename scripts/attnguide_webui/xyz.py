@@ -1,7 +1,7 @@
 """X/Y/Z plot axes for every numeric parameter. An axis value lands in the cell's p and
 turns its method on; the cell's p is a shallow copy (scripts/xyz_grid.py), so the
 overrides dict is replaced, never changed in place."""
-from .params import METHODS
+from ...methods import METHODS
 
 OVERRIDES_ATTR = "attnguide_xyz"
 

@@ -14,6 +14,7 @@ import attnguide.attention.layers, attnguide.attention.math, attnguide.attention
 import attnguide.guidance.sag, attnguide.guidance.pag, attnguide.guidance.schedule, attnguide.guidance.rescale
 import attnguide.guidance.attend_excite, attnguide.guidance.excite_inputs, attnguide.guidance.latent_update, attnguide.attention.cross_maps, attnguide.attention.unet_levels
 import attnguide.attention.model_calls, attnguide.attention.excite_forward, attnguide.attention.attn1_replace, attnguide.guidance.panorama, attnguide.attention.guidance_methods, attnguide.attention.reference_attend
+import attnguide.methods
 assert callable(pack.comfy_entrypoint)
 hosts = sorted(m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "modules", "ldm", "sgm", "backend", "ldm_patched"))
 print(hosts)

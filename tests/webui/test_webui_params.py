@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attnguide.scripts.attnguide_webui import params as webui
+from attnguide.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_FIELD = {"float": "FLOAT", "int": "INT", "text": "STRING", "choice": "COMBO"}
@@ -28,7 +28,7 @@ def _widgets():
 
 
 def _tables():
-    for spec in webui.METHODS.values():
+    for spec in METHODS.values():
         yield spec.node_id, spec.params
         if spec.concept_params:
             yield "AttnGuideSEGAConcept", spec.concept_params
@@ -48,10 +48,10 @@ def test_params_are_the_node_widgets(node_id, table):
 
 
 def test_read_gives_node_kwargs_and_parses():
-    sag = webui.SAG
+    sag = METHODS["sag"]
     enabled, params = sag.read([True, "0.5", 1, 1.0, "m0.0", 0, 1])
     assert enabled and params == dict(scale=0.5, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0)
-    sega = webui.SEGA
+    sega = METHODS["sega"]
     args = [True]
     for slot in range(sega.concept_slots):
         args += ["sunglasses" if slot == 1 else "", "remove", 4, 5, -1, "percent", 0.8, 1.0]
@@ -64,7 +64,7 @@ def test_read_gives_node_kwargs_and_parses():
         sag.read([True, 0.5])
     with pytest.raises(ValueError, match="Direction: 'sideways' is not one of add, remove"):
         sega.read(args[:2] + ["sideways"] + args[3:])
-    _, pano = webui.PANORAMA.read([False, "512", 0, 64.0, "horizontal", "uniform", 4], {(None, "stride"): 32})
+    _, pano = METHODS["panorama"].read([False, "512", 0, 64.0, "horizontal", "uniform", 4], {(None, "stride"): 32})
     assert pano["window_width"] == 512 and pano["stride"] == 32
 
 
@@ -83,7 +83,7 @@ def test_params_are_the_execute_kwargs():
                  for name in inspect.signature(nodes[node].execute).parameters}
         return names - sockets - ({"direction"} if node_id in NODES_OF else set())  # Pix2Pix-Zero's direction socket
 
-    for spec in webui.METHODS.values():
+    for spec in METHODS.values():
         args = [True] + [p.default for _, p in spec.controls()]
         if spec.concept_slots:
             args[1] = "a concept"
@@ -131,7 +131,7 @@ def test_ui_components_follow_the_argument_order():
     from attnguide.scripts.attnguide_webui.script import MethodScript
     h = a1.install()
     try:
-        for spec in webui.METHODS.values():
+        for spec in METHODS.values():
             script = type("S", (MethodScript, a1.Script), {"spec": spec})()
             components = script.ui(False)
             assert components[0].kind == "InputAccordion" and components[0].value is False
