@@ -1,11 +1,9 @@
 """Attend-and-Excite's grad-enabled measuring forwards on hosts with ComfyUI-style model calls
 (ComfyUI, Forge, reForge): per image, a conditional forward whose cross-attention of one level
 is captured by attn2 replace patches that exist only in that forward, stopped once the last of
-those layers is captured. The adapter gives its batch function (attention.model_calls), c_in
-and its gradient context."""
-import torch
+those layers is captured. The adapter gives its batch function (attention.model_calls);
+methods/attend_excite.py moves the latent with it."""
 
-from ..guidance.attend_excite import excite_latent
 from .cond_items import item_conds
 from .cross_maps import MapStore
 from .model_calls import unrouted
@@ -41,17 +39,3 @@ def map_evaluator(calc, model, conds, sigma, model_options, layers, h, w, downsc
                              f"({attention.shape[-1] - 2}).")
         return attention[0].reshape(h, w, -1)
     return evaluate
-
-
-def excite_images(x, step, steps, c_in, settings, evaluate, gradients):
-    """(x moved by Attend-and-Excite, every image on its own, [each image's token maps or None]).
-    gradients: the adapter's context that lets gradients through the host's UNet."""
-    out, maps = [], []
-    with gradients:
-        for item in range(x.shape[0]):
-            xi = x[item:item + 1].detach().clone()
-            xi, item_maps, _ = excite_latent(xi, step, steps, c_in, settings, lambda xi: evaluate(xi, item))
-            out.append(xi)
-            maps.append(item_maps)
-        moved = torch.cat(out)
-    return moved.to(x.dtype), maps

@@ -17,8 +17,8 @@ from typing import Callable
 
 import torch
 
-from ..guidance.schedule import Schedule, step_index
 from .layers import forward_order
+from .step_window import Schedule, step_index
 
 ROUTER_KEY = "attnguide_router"
 STEP_KEY = "attnguide_step"

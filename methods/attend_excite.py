@@ -1,6 +1,9 @@
 """Attend-and-Excite (Chefer et al. 2023, "Attend-and-Excite: Attention-Based Semantic Guidance for
 Text-to-Image Diffusion Models"): its parameters, as diffusers' StableDiffusionAttendAndExcitePipeline
 names them. The prompt is the node's input in ComfyUI and the generation's prompt in the WebUI."""
+import torch
+
+from ..guidance.attend_excite import excite_latent
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -38,3 +41,21 @@ SPEC = MethodSpec(
               tooltip="Advanced: token positions to excite instead of words, e.g. '2, 5' "
                       "(<|startoftext|> is 0). Overrides words when set."),
     ))
+
+# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
+# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
+# model call; timestep(args) -> the model's timestep at args["sigma"].
+
+
+def excite_images(x, step, steps, c_in, settings, evaluate, gradients):
+    """(x moved by Attend-and-Excite, every image on its own, [each image's token maps or None]).
+    gradients: the adapter's context that lets gradients through the host's UNet."""
+    out, maps = [], []
+    with gradients:
+        for item in range(x.shape[0]):
+            xi = x[item:item + 1].detach().clone()
+            xi, item_maps, _ = excite_latent(xi, step, steps, c_in, settings, lambda xi: evaluate(xi, item))
+            out.append(xi)
+            maps.append(item_maps)
+        moved = torch.cat(out)
+    return moved.to(x.dtype), maps

@@ -1,5 +1,8 @@
 """Perturbed-Attention Guidance (Ahn et al. 2024, "Self-Rectifying Diffusion Sampling with
 Perturbed-Attention Guidance"): its parameters, as diffusers' PAG pipelines name them."""
+from ..attention.router import step_context
+from ..guidance.pag import pag_guidance, pag_scale
+from ..guidance.rescale import rescale_denoised
 from .spec import STEP_WINDOW, MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -19,3 +22,23 @@ SPEC = MethodSpec(
                       "against the conditional prediction; only with CFG > 1. 0 = off."),
         *STEP_WINDOW,
     ))
+
+# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
+# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
+# model call; timestep(args) -> the model's timestep at args["sigma"].
+
+
+def pag_post_cfg(key, scale, adaptive_scale, rescale, timestep):
+    """Post-CFG function of Perturbed-Attention Guidance whose perturbed rows are the router's
+    extra conditional rows of method `key` (Method(..., extra_cond_rows=True))."""
+    def post_cfg(args):
+        ctx = step_context(args["model_options"])
+        perturbed = ctx.extra_outputs.get(key) if ctx is not None else None
+        if perturbed is None:
+            return args["denoised"]
+        s = pag_scale(scale, adaptive_scale, timestep(args).flatten()[0])
+        out = pag_guidance(args["denoised"], args["cond_denoised"], perturbed, s)
+        if rescale > 0 and ctx.cfg > 1:
+            out = rescale_denoised(args["input"], args["sigma"], out, args["cond_denoised"], rescale)
+        return out
+    return post_cfg

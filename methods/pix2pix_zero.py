@@ -2,6 +2,8 @@
 diffusers' StableDiffusionPix2PixZeroPipeline names them. In ComfyUI they are the inputs of three nodes:
 Direction (source, target), Inversion (the lambda_*, regularization_steps, auto_corr_rolls, seed) and
 Edit (guidance_amount); the WebUI shows them in one section, img2img only (the caption is the img2img prompt)."""
+from ..attention.cross_maps import attention_from_probs, cross_attention_probs
+from ..guidance.pix2pix_zero import map_loss
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -36,3 +38,30 @@ SPEC = MethodSpec(
               tooltip="Seed of the random shifts of the auto-correlation penalty (image i uses seed +"
                       " i)."),
     ))
+
+# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
+# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
+# model call; timestep(args) -> the model's timestep at args["sigma"].
+
+
+def recording(maps, key, seen=None):
+    """attn2 replace: the layer's attention, its probabilities recorded in `maps`
+    (attention.cross_maps.ReferenceMaps) under `key`, then shown to seen(probs)."""
+    def attend(q, k, v, extra_options):
+        probs = cross_attention_probs(q, k, extra_options["n_heads"])
+        maps.record(key, probs)
+        if seen is not None:
+            seen(probs)
+        return attention_from_probs(probs, v, extra_options["n_heads"])
+    return attend
+
+
+def comparing(maps, key, halves, loss):
+    """attn2 replace: the layer's attention, its map loss against the next recorded map of `key`
+    added to loss["value"] (halves: guided CFG halves, see map_loss)."""
+    def attend(q, k, v, extra_options):
+        probs = cross_attention_probs(q, k, extra_options["n_heads"])
+        term = map_loss(probs, maps.next(key), halves)
+        loss["value"] = term if "value" not in loss else loss["value"] + term
+        return attention_from_probs(probs, v, extra_options["n_heads"])
+    return attend

@@ -1,5 +1,8 @@
 """Self-Attention Guidance (Hong et al. 2023, "Improving Sample Quality of Diffusion Models Using
 Self-Attention Guidance"): its parameters, as diffusers' StableDiffusionSAGPipeline names them."""
+from ..attention.math import attention_with_key_mass
+from ..attention.router import COND, UNCOND, AttentionHook, Method, step_context
+from ..guidance import sag
 from .spec import STEP_WINDOW, MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -19,3 +22,39 @@ SPEC = MethodSpec(
                       "as in diffusers."),
         *STEP_WINDOW,
     ))
+
+# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
+# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
+# model call; timestep(args) -> the model's timestep at args["sigma"].
+
+
+def sag_layer(selected, layer):
+    """The one layer SAG reads, of those `layer` (the input's text) selects."""
+    if len(selected) != 1:
+        raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
+                         f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
+    return selected[0]
+
+
+def sag_method(key, layer, schedule, scale, blur_sigma, threshold, run_extra):
+    """(Method, post-CFG function) of Self-Attention Guidance reading `layer`."""
+    branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
+
+    def capture(q, k, v, heads, ctx, options, next):
+        out, mass = attention_with_key_mass(q, k, v, heads)
+        shape = options.get("activations_shape")  # ComfyUI gives it; Forge does not (the latent's size is used)
+        ctx.captures[key] = (mass, tuple(shape[-2:]) if shape is not None else None)
+        return out
+
+    def post_cfg(args):
+        ctx = step_context(args["model_options"])
+        if ctx is None or key not in ctx.active or key not in ctx.captures:
+            return args["denoised"]
+        use_uncond = ctx.cfg > 1 and args["uncond"] is not None
+        pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
+        mass, grid = ctx.captures[key]
+        degraded, degraded_input = sag.degraded_branch(args["input"], pred, mass, grid, threshold, blur_sigma)
+        (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]], degraded_input)
+        return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
+
+    return Method(key, schedule, (AttentionHook(frozenset([layer]), branch, capture),)), post_cfg

@@ -14,15 +14,15 @@ import comfy.patcher_extension
 import comfy.samplers
 import torch
 
-from ..attention.excite_forward import excite_images, map_evaluator
+from ..attention.excite_forward import map_evaluator
+from ..attention.step_window import step_index
 from ..attention.unet_levels import cross_attention_levels, grid
 from ..guidance.attend_excite import ExciteSettings
+from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
 from ..guidance.latent_update import moved_latent_denoised
-from ..guidance.schedule import step_index
+from ..methods.attend_excite import SPEC, excite_images
 from . import common
 from .comfy_api_compat import io
-from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
-from ..methods.attend_excite import SPEC
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
 from .widgets import widgets

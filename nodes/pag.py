@@ -1,8 +1,7 @@
-from ..attention.guidance_methods import pag_post_cfg
 from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
-from ..guidance.schedule import Schedule
-from ..methods.pag import SPEC
+from ..attention.step_window import Schedule
+from ..methods.pag import SPEC, pag_post_cfg
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install

@@ -18,8 +18,8 @@ import comfy.utils
 import torch
 
 from ..attention.router import RUN_KEY, Method
+from ..attention.step_window import Schedule, step_index
 from ..guidance import panorama as pano
-from ..guidance.schedule import Schedule, step_index
 from ..methods.panorama import SPEC
 from . import common
 from .comfy_api_compat import io

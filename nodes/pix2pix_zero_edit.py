@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from ..attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from ..attention.layers import unet_layers
 from ..attention.model_calls import unrouted
-from ..attention.reference_attend import comparing, recording
+from ..attention.step_window import step_index
 from ..attention.unet_levels import grid
 from ..guidance import pix2pix_zero as p2pz
-from ..guidance.schedule import step_index
-from ..methods.pix2pix_zero import SPEC
+from ..methods.pix2pix_zero import SPEC, comparing, recording
 from . import common
 from .comfy_api_compat import io
 from .grad_forward import gradients_through

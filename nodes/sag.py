@@ -1,6 +1,5 @@
-from ..attention.guidance_methods import sag_layer, sag_method
-from ..guidance.schedule import Schedule
-from ..methods.sag import SPEC
+from ..attention.step_window import Schedule
+from ..methods.sag import SPEC, sag_layer, sag_method
 from . import common
 from .comfy_api_compat import io
 from .router_comfy import install, run_extra

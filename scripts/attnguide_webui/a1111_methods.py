@@ -6,10 +6,11 @@ import torch
 from ...attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ...attention.math import attention_with_key_mass, identity_attention
 from ...attention.router import COND, UNCOND, AttentionHook, Method
+from ...attention.step_window import Schedule
 from ...guidance import sag
 from ...guidance.pag import pag_guidance, pag_scale
 from ...guidance.rescale import rescale_denoised
-from ...guidance.schedule import Schedule, step_at
+from ...guidance.schedule import step_at
 from ...guidance.sega import Concept, sega_denoised
 
 

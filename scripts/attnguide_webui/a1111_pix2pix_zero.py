@@ -23,8 +23,8 @@ import torch
 
 from ...attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
 from ...attention.layers import is_unet, unet_layers
+from ...attention.step_window import step_index
 from ...guidance import pix2pix_zero as p2pz
-from ...guidance.schedule import step_index
 from .a1111_forward import forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module

@@ -1,9 +1,9 @@
 """Perturbed-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/pag.py).
 The perturbed rows run in the same UNet call as cond/uncond."""
-from ...attention.guidance_methods import pag_post_cfg
 from ...attention.math import identity_attention
 from ...attention.router import AttentionHook, Method
-from ...guidance.schedule import Schedule
+from ...attention.step_window import Schedule
+from ...methods.pag import pag_post_cfg
 from .forge_params import layers_of, method_key
 from .forge_router import host, install
 

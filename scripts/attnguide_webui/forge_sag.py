@@ -1,7 +1,7 @@
 """Self-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sag.py)."""
-from ...attention.guidance_methods import sag_layer, sag_method
 from ...attention.router import ROUTER_KEY
-from ...guidance.schedule import Schedule
+from ...attention.step_window import Schedule
+from ...methods.sag import sag_layer, sag_method
 from .forge_params import layers_of, method_key
 from .forge_router import install, run_extra
 

@@ -5,10 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
+from attnguide.attention.step_window import Schedule, step_index
 from attnguide.guidance import pag, sag
 from attnguide.guidance.rescale import rescale_denoised, rescale_noise
-from attnguide.guidance.schedule import Schedule, step_index
 from attnguide.guidance.sigma_space import from_eps, to_eps
 
 

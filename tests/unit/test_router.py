@@ -9,11 +9,9 @@ import copy
 
 import pytest
 import torch
-
 from attnguide.attention.layers import Layer
-from attnguide.attention.router import (COND, ROLES_KEY, STEP_KEY, UNCOND, AttentionHook, Method, Router,
-                                        StepContext)
-from attnguide.guidance.schedule import Schedule
+from attnguide.attention.router import COND, ROLES_KEY, STEP_KEY, UNCOND, AttentionHook, Method, Router, StepContext
+from attnguide.attention.step_window import Schedule
 
 MID = Layer("middle", 0, 0)
 D4 = Layer("input", 4, 0)
@@ -280,7 +278,7 @@ def test_router_is_immutable_and_keys_are_unique():
 
 
 def test_methods_add_rows_of_their_own_conds_only_when_active():
-    from attnguide.guidance.schedule import Schedule
+    from attnguide.attention.step_window import Schedule
     seen = []
 
     def rows(ctx, conds):

@@ -6,19 +6,20 @@ import contextlib
 
 import pytest
 import torch
-
 from attnguide.attention.attn1_replace import RoutedAttn1Replace, chain_foreign
 from attnguide.attention.cross_maps import ReferenceMaps, attention_from_probs, cross_attention_probs
-from attnguide.attention.excite_forward import excite_images, map_evaluator
-from attnguide.attention.guidance_methods import pag_post_cfg, sag_layer, sag_method
+from attnguide.attention.excite_forward import map_evaluator
 from attnguide.attention.layers import Layer
 from attnguide.attention.model_calls import run_extra, unrouted
-from attnguide.attention.reference_attend import comparing, recording
 from attnguide.attention.router import ROLES_KEY, STEP_KEY, AttentionHook, Method, Router, StepContext, step_context
+from attnguide.attention.step_window import Schedule
 from attnguide.guidance import panorama as pano
 from attnguide.guidance import pix2pix_zero as p2pz
 from attnguide.guidance.attend_excite import ExciteSettings, excite_latent
-from attnguide.guidance.schedule import Schedule
+from attnguide.methods.attend_excite import excite_images
+from attnguide.methods.pag import pag_post_cfg
+from attnguide.methods.pix2pix_zero import comparing, recording
+from attnguide.methods.sag import sag_layer, sag_method
 
 LAYERS = [Layer("input", 4, 0), Layer("input", 5, 0)]
 
