@@ -70,7 +70,7 @@ def flop_shares(comfy_host, size, selections, latent_hw):
     from torch.utils.flop_counter import FlopCounterMode
     import comfy.supported_models
     from attnguide.attention.layers import forward_order, parse_layers, unet_layers
-    from attnguide.nodes.shared_prefix_comfy import _modules_from
+    from attnguide.comfyui.shared_prefix import _modules_from
     cfg = comfy.supported_models.SD15(dict(bench_step.SD15_UNET)) if size == "sd15-512" else comfy_host.sd1_config()
     with torch.device("meta"):
         dm = cfg.get_model({}, device="meta").diffusion_model
@@ -94,7 +94,7 @@ def main(argv=None):
     a = parse_args(argv)
     comfy_host, device = bench_step.setup_comfy(a)
     import torch
-    from attnguide.nodes import shared_prefix_comfy
+    from attnguide.comfyui import shared_prefix as shared_prefix_comfy
     from attnguide.nodes.pag import PerturbedAttentionGuidance as PAG
 
     base = bench_step.build_model(comfy_host, a.size)

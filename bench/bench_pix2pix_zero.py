@@ -91,8 +91,8 @@ def main(argv=None):
     from diffusers.pipelines.deprecated.stable_diffusion_variants import pipeline_stable_diffusion_pix2pix_zero as p2p_module
 
     from attnguide.guidance.pix2pix_zero import edit_direction
-    from attnguide.nodes.pix2pix_zero import EditDirection
-    from attnguide.nodes.pix2pix_zero_edit import edit_latent
+    from attnguide.comfyui.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero_edit import edit_latent
     from reference.tiny_diffusers import pix2pix_zero_pipeline
 
     unet, model, latent, ctx = build_pair(a, D)

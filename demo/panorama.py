@@ -1,5 +1,5 @@
 """MultiDiffusion on the demo model: the demo sampler's denoise run over overlapping windows of a
-wide canvas and blended (guidance.panorama), the way nodes/panorama.py does it in ComfyUI; and
+wide canvas and blended (guidance.panorama), the way comfyui/panorama.py does it in ComfyUI; and
 the two measures of its claims: seams at window borders, and content across the join of a
 360-degree canvas's edges."""
 import torch

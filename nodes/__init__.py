@@ -2,12 +2,12 @@ from .attend_excite import AttendAndExcite, AttendAndExciteMaps
 from .comfy_api_compat import ComfyExtension, io
 from .excite_sampler import AttendAndExciteSampler
 from .pag import PerturbedAttentionGuidance
+from .panorama import Panorama
+from .panorama_region import PanoramaRegion
 from .pix2pix_zero import Pix2PixZeroDirection, Pix2PixZeroLoadDirection, Pix2PixZeroSaveDirection
 from .pix2pix_zero_edit import Pix2PixZeroEdit
 from .pix2pix_zero_invert import Pix2PixZeroInvert
 from .pix2pix_zero_maps import Pix2PixZeroMaps
-from .panorama import Panorama
-from .panorama_region import PanoramaRegion
 from .sag import SelfAttentionGuidance
 from .sega import SEGAConcept, SEGAGuider, SemanticGuidance
 

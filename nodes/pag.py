@@ -1,11 +1,11 @@
 from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
 from ..attention.step_window import Schedule
+from ..comfyui import common
+from ..comfyui.router import install
 from ..methods.pag import SPEC, pag_post_cfg
-from . import common
 from .comfy_api_compat import io
-from .router_comfy import install
-from .widgets import widgets
+from .widgets import CATEGORY, widgets
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
@@ -14,7 +14,7 @@ class PerturbedAttentionGuidance(io.ComfyNode):
         return io.Schema(
             node_id="AttnGuidePAG",
             display_name="Perturbed-Attention Guidance (AttnGuide)",
-            category=common.CATEGORY,
+            category=CATEGORY,
             description="Perturbed-Attention Guidance (Ahn et al. 2024), equal to diffusers' StableDiffusionPAGPipeline. "
                         "The perturbed rows run in the same UNet call as cond/uncond and share the "
                         "conditional rows' computation up to the first perturbed layer.",

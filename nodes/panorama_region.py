@@ -1,6 +1,6 @@
+from ..comfyui.panorama import REGION_KEY
 from .comfy_api_compat import io
-from . import common
-from .panorama import REGION_KEY
+from .widgets import CATEGORY
 
 
 class PanoramaRegion(io.ComfyNode):
@@ -9,7 +9,7 @@ class PanoramaRegion(io.ComfyNode):
         return io.Schema(
             node_id="AttnGuidePanoramaRegion",
             display_name="Panorama Region (AttnGuide)",
-            category=common.CATEGORY,
+            category=CATEGORY,
             description="MultiDiffusion region prompt: adds `region` to `conditioning`, applied under `mask`. Where "
                         "several prompts cover a position their predictions are averaged by mask weight (the prompts "
                         "without a mask count as weight 1 everywhere). With the Panorama node, the region is "

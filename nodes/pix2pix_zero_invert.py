@@ -1,85 +1,15 @@
-"""Pix2Pix-Zero's regularised DDIM inversion as a ComfyUI node: a LATENT (VAE Encode of a
-real image, or a generated latent) -> the noise latent a sampler run on the same SIGMAS
-starts from.
-
-The inversion runs inside ComfyUI's own sampling (a CFG guider at CFG 1 and a sampler
-function that walks the sigmas upwards), so the host loads the model, prepares the
-conditioning, shows progress and previews, and can interrupt it.
-"""
+"""Pix2Pix-Zero Inversion node (AttnGuidePix2PixZeroInvert); the inversion is comfyui/pix2pix_zero_invert.py."""
 import comfy.model_management
 import comfy.model_sampling
 import comfy.samplers
 import comfy.utils
 import latent_preview
-import torch
 
-from ..guidance.pix2pix_zero import InversionSettings, inversion_step, roll_generators
+from ..comfyui.pix2pix_zero_invert import invert_latent
+from ..guidance.pix2pix_zero import InversionSettings
 from ..methods.pix2pix_zero import SPEC
-from . import common
 from .comfy_api_compat import io
-from .widgets import widgets
-
-
-def check_latent(model, samples, input_name="latent"):
-    channels = getattr(model.model.latent_format, "latent_channels", 4)
-    if samples.ndim != 4:
-        raise ValueError(f"{input_name}: expected an image latent (batch, channels, height, width), got shape "
-                         f"{tuple(samples.shape)}; video latents are not supported.")
-    if samples.shape[1] != channels:
-        raise ValueError(f"{input_name} has {samples.shape[1]} channels but this model's latents have {channels}: "
-                         "encode the image with this model's VAE.")
-
-
-def check_sigmas(sigmas):
-    s = [float(v) for v in sigmas.flatten()]
-    if len(s) < 2 or any(a <= b for a, b in zip(s, s[1:])):
-        raise ValueError(f"sigmas: need a descending schedule of at least 2 values (from BasicScheduler, "
-                         f"scheduler ddim_uniform), got {len(s)} values.")
-
-
-def inversion_function(settings, seed):
-    """A k-diffusion-style sampler function that inverts: from sigmas[-1] up to sigmas[0]."""
-    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-        extra_args = extra_args or {}
-        sampling = model.inner_model.inner_model.model_sampling
-        s_in = x.new_ones([x.shape[0]])
-        generators = roll_generators(seed, x.shape[0])
-
-        def c_in(sigma):
-            return float(sampling.calculate_input(torch.tensor([sigma], dtype=torch.float32),
-                                                  torch.ones(1, 1, 1, 1)).flatten()[0])
-
-        def denoise(xe, sigma):
-            return model(xe, s_in * sigma, **extra_args)
-
-        levels = [float(s) for s in sigmas.flatten()][::-1]
-        for i in range(len(levels) - 1):
-            x = inversion_step(x, levels[i], levels[i + 1], denoise, settings, generators, c_in)
-            if callback is not None:
-                callback({"x": x, "i": i, "sigma": levels[i + 1], "sigma_hat": levels[i + 1], "denoised": x})
-        return x
-    return sample
-
-
-def check_sampling(model):
-    """The inversion steps x = x0 + sigma * eps: models that sample that way (eps and v prediction)."""
-    sampling = model.get_model_object("model_sampling")
-    if not isinstance(sampling, comfy.model_sampling.EPS) or isinstance(sampling, comfy.model_sampling.X0):
-        raise ValueError(f"model: Pix2Pix-Zero's DDIM inversion needs an eps- or v-prediction model (SD1.x, SD2.x, "
-                         f"SDXL); this one samples with {type(sampling).__name__}.")
-
-
-def invert_latent(model, positive, samples, sigmas, settings, seed, callback=None, disable_pbar=True):
-    check_latent(model, samples)
-    check_sigmas(sigmas)
-    check_sampling(model)
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, positive)
-    guider.set_cfg(1.0)
-    sampler = comfy.samplers.KSAMPLER(inversion_function(settings, seed))
-    out = guider.sample(torch.zeros_like(samples), samples, sampler, sigmas, callback=callback,
-                        disable_pbar=disable_pbar, seed=seed)
-    return out.to(comfy.model_management.intermediate_device())
+from .widgets import CATEGORY, widgets
 
 
 class Pix2PixZeroInvert(io.ComfyNode):
@@ -88,7 +18,7 @@ class Pix2PixZeroInvert(io.ComfyNode):
         return io.Schema(
             node_id="AttnGuidePix2PixZeroInvert",
             display_name="Pix2Pix-Zero Inversion (AttnGuide)",
-            category=common.CATEGORY,
+            category=CATEGORY,
             description="DDIM inversion with Pix2Pix-Zero's auto-correlation and KL regularisation (diffusers' "
                         "StableDiffusionPix2PixZeroPipeline.invert): turns a latent into the noise that the same "
                         "schedule denoises back into it. Feed the result to Pix2Pix-Zero Edit with the same sigmas.",

@@ -2,10 +2,10 @@
 edit (Pix2Pix-Zero): cross-attention averaged over heads, layers and steps."""
 import torch
 
-from . import common
+from ..comfyui.prompt_tokens import word_indices
 from .comfy_api_compat import io
-from .pix2pix_zero_edit import Maps
-from .prompt_tokens import word_indices
+from .sockets import Maps
+from .widgets import CATEGORY
 
 
 def map_images(preview, indices, scale):
@@ -31,7 +31,7 @@ class Pix2PixZeroMaps(io.ComfyNode):
         return io.Schema(
             node_id="AttnGuidePix2PixZeroMaps",
             display_name="Pix2Pix-Zero Maps (AttnGuide)",
-            category=common.CATEGORY,
+            category=CATEGORY,
             description="Where a word of the source prompt is attended: reference (left) vs edit (right), averaged over "
                         "heads, layers and steps. Cross-attention guidance keeps the right like the left.",
             inputs=[

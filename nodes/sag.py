@@ -1,9 +1,9 @@
 from ..attention.step_window import Schedule
+from ..comfyui import common
+from ..comfyui.router import install, run_extra
 from ..methods.sag import SPEC, sag_layer, sag_method
-from . import common
 from .comfy_api_compat import io
-from .router_comfy import install, run_extra
-from .widgets import widgets
+from .widgets import CATEGORY, widgets
 
 
 class SelfAttentionGuidance(io.ComfyNode):
@@ -12,7 +12,7 @@ class SelfAttentionGuidance(io.ComfyNode):
         return io.Schema(
             node_id="AttnGuideSAG",
             display_name="Self-Attention Guidance (AttnGuide)",
-            category=common.CATEGORY,
+            category=CATEGORY,
             description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "
                         "Costs one extra UNet pass at batch size b per step while active.",
             inputs=[

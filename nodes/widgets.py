@@ -2,6 +2,8 @@
 range and tooltip, so a node's widgets and the WebUI's controls come from one table."""
 from .comfy_api_compat import io
 
+CATEGORY = "attnguide"
+
 
 def widget(param):
     extra = {"tooltip": param.tooltip}

@@ -1,5 +1,5 @@
 """Pix2Pix-Zero on plain A1111 img2img, composed from guidance.pix2pix_zero the way the
-ComfyUI nodes compose it (nodes/pix2pix_zero_invert.py, nodes/pix2pix_zero_edit.py).
+ComfyUI nodes compose it (comfyui/pix2pix_zero_invert.py, comfyui/pix2pix_zero_edit.py).
 
 For the pass the sampler gets an instance sample_img2img that
   1. inverts the init latent along the sigmas that img2img runs (the schedule's tail after

@@ -1,5 +1,5 @@
 """Routes a plain A1111 (>= 1.10) UNet's self-attention through attention.router for one
-sampling pass; the counterpart of nodes/router_comfy.py.
+sampling pass; the counterpart of comfyui/router.py.
 
 A1111 runs every sampler evaluation through CFGDenoiser.forward
 (modules/sd_samplers_cfg_denoiser.py:156): the cond rows (one per AND sub-prompt) first,

@@ -1,5 +1,5 @@
 """MultiDiffusion panorama on a Forge/reForge patcher (guidance.panorama; the ComfyUI node is
-nodes/panorama.py). Every UNet call is split into overlapping windows, evaluated a window batch
+comfyui/panorama.py). Every UNet call is split into overlapping windows, evaluated a window batch
 at a time, and the windows' predictions are averaged per position.
 
 The A1111 layer gives no hook around a whole model evaluation (ComfyUI's PREDICT_NOISE, where

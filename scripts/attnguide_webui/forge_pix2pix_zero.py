@@ -1,5 +1,5 @@
 """Pix2Pix-Zero on a Forge/reForge patcher: the ComfyUI nodes' inversion and edit
-(nodes/pix2pix_zero_invert.py, nodes/pix2pix_zero_edit.py) on the img2img init latent.
+(comfyui/pix2pix_zero_invert.py, comfyui/pix2pix_zero_edit.py) on the img2img init latent.
 
 A conditioning modifier (after the router's, which opens the step) runs each step itself:
   first step of a run: inverts the init latent (params["init_latent"]) along the run's sigmas

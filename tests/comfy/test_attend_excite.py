@@ -157,7 +157,7 @@ def test_cost_no_gradient_forward_after_the_window(pair, schedule, monkeypatch):
 
 
 def test_stacks_with_pag(pair, schedule):
-    from attnguide.nodes.attend_excite import RECORD_KEY
+    from attnguide.comfyui.attend_excite import RECORD_KEY
     unet, model = pair
     data = inputs(1, 32)
     ae = excite_node(model, **NODE)
@@ -241,7 +241,7 @@ def test_positive_output_is_the_prompt_encoded_with_the_clip(sd1):
 
 
 def test_words_become_token_indices(comfy):
-    from attnguide.nodes.prompt_tokens import word_indices
+    from attnguide.comfyui.prompt_tokens import word_indices
     clip = _clip(comfy)
     assert word_indices(clip, "a cat and a frog", "cat, frog") == (2, 5)
     assert word_indices(clip, "A photo of a (cat:1.2) and a frog", "frog,cat") == (8, 5)

@@ -114,7 +114,7 @@ def test_chunked_batches_equal_one_batch(sd1, monkeypatch):
 
 
 def test_attn1_replace_fallback_equals_override(sd1, monkeypatch):
-    from attnguide.nodes import router_comfy
+    from attnguide.comfyui import router as router_comfy
     via_override = run(pag_node(sag_node(sd1)))
     monkeypatch.setattr(router_comfy, "HAS_OVERRIDE", False)
     patched = pag_node(sag_node(sd1))

@@ -267,7 +267,7 @@ def test_sd1_and_sdxl_with_pag_do_not_depend_on_window_batch(model):
 
 
 def test_native_window_size(model):
-    from attnguide.nodes.panorama import native_window
+    from attnguide.comfyui.panorama import native_window
     assert native_window(model) == (128 if model.model.adm_channels else 64)
 
 

@@ -34,12 +34,12 @@ def data(batch=1, seed=1, shape=(16, 16)):
 
 def direction(d):
     from attnguide.guidance.pix2pix_zero import edit_direction
-    from attnguide.nodes.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero import EditDirection
     return EditDirection(edit_direction(d.source, d.target), "test")
 
 
 def empty_direction(d):
-    from attnguide.nodes.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero import EditDirection
     return EditDirection(torch.zeros(1, 77, d.cond.shape[-1]), "test")
 
 
@@ -63,7 +63,7 @@ def invert_node(model, cond, samples, schedule, seed=7, **kw):
 def edit(model, d, samples, schedule, amount, cfg=7.5, direction_=None, sampler="euler", map_dtype=torch.float32,
          inference=True):
     import comfy.samplers
-    from attnguide.nodes.pix2pix_zero_edit import edit_latent
+    from attnguide.comfyui.pix2pix_zero_edit import edit_latent
     with torch.inference_mode(inference):
         return edit_latent(model, [[d.cond, {}]], [[d.uncond, {}]], direction_ or direction(d), samples,
                            comfy.samplers.sampler_object(sampler), schedule.sigmas, cfg, amount, map_dtype=map_dtype)
@@ -176,12 +176,12 @@ def test_sdxl_and_cfg_1_run_and_guidance_moves(comfy):
     d = types.SimpleNamespace(cond=pos[0][0], uncond=neg[0][0], source=torch.randn(2, 77, 64), target=torch.randn(2, 77, 64))
     latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
     import comfy.samplers
-    from attnguide.nodes.pix2pix_zero_edit import edit_latent
-    from attnguide.nodes.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero_edit import edit_latent
+    from attnguide.comfyui.pix2pix_zero import EditDirection
     from attnguide.guidance.pix2pix_zero import edit_direction
     dr = EditDirection(edit_direction(d.source, d.target), "test")
     sigmas = _sigmas(model, 3)
-    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.comfyui.pix2pix_zero_invert import invert_latent
     from attnguide.guidance.pix2pix_zero import InversionSettings
     with torch.inference_mode():
         noise = invert_latent(model, pos, latent, sigmas, InversionSettings(), 0)
@@ -261,7 +261,7 @@ def test_direction_bad_input(comfy, case, message):
 def test_edit_bad_input(sd1):
     pos, neg = H.conds(sd1)
     d = types.SimpleNamespace(cond=pos[0][0], uncond=neg[0][0])
-    from attnguide.nodes.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero import EditDirection
     sigmas = types.SimpleNamespace(sigmas=_sigmas(sd1, 2))
     with pytest.raises(ValueError, match="has 16 channels but this model's latents have 4"):
         edit(sd1, d, torch.zeros(1, 16, 8, 8), sigmas, 0.1, direction_=empty_direction(d))
@@ -284,7 +284,7 @@ def test_edit_bad_input(sd1):
 def test_maps_node_finds_the_words_and_inversion_reports_progress(sd1):
     from test_attend_excite import _clip
     from attnguide.guidance.pix2pix_zero import InversionSettings
-    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.comfyui.pix2pix_zero_invert import invert_latent
     from attnguide.nodes.pix2pix_zero_maps import Pix2PixZeroMaps
     pos, neg = H.conds(sd1)
     d = types.SimpleNamespace(cond=pos[0][0], uncond=neg[0][0], source=torch.randn(2, 77, 32), target=torch.randn(2, 77, 32))

@@ -49,13 +49,13 @@ def _prompt(name, amount):
 def direction_file(checkpoint, tmp_path_factory):  # noqa: F811
     import folder_paths
     from attnguide.guidance.pix2pix_zero import edit_direction
-    from attnguide.nodes import pix2pix_zero as node
+    from attnguide.comfyui import pix2pix_zero as node
     folder = tmp_path_factory.mktemp("directions")
     g = torch.Generator().manual_seed(9)
     made = node.EditDirection(edit_direction(torch.randn(3, 77, 32, generator=g), torch.randn(2, 77, 32, generator=g)),
                               "SD1ClipModel", "cat", "dog")
     node.save_direction(made, str(folder / "test_direction.safetensors"))
-    node._folders()
+    node.folders()
     folder_paths.add_model_folder_path(node.FOLDER, str(folder))
     return made
 
@@ -75,8 +75,8 @@ def test_invert_and_edit_prompt_equals_direct_calls(checkpoint, direction_file):
     import execution
     import nodes
     from attnguide.guidance.pix2pix_zero import InversionSettings
-    from attnguide.nodes.pix2pix_zero_edit import edit_latent
-    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.comfyui.pix2pix_zero_edit import edit_latent
+    from attnguide.comfyui.pix2pix_zero_invert import invert_latent
 
     assert asyncio.run(nodes.load_custom_node(str(ROOT)))
     if "BasicScheduler" not in nodes.NODE_CLASS_MAPPINGS:

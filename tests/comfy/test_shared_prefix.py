@@ -11,7 +11,7 @@ from node_runs import pag_node, rel, run, sag_node
 
 def unshared(make, monkeypatch):
     """The same patched model built on a host without diffusion-model wrappers: plain extra rows."""
-    from attnguide.nodes import shared_prefix_comfy
+    from attnguide.comfyui import shared_prefix as shared_prefix_comfy
     with monkeypatch.context() as m:
         m.setattr(shared_prefix_comfy, "HAS_WRAPPER", False)
         return make()

@@ -24,9 +24,9 @@ def encoder(table):
 def nodes_edit(model, pos, neg, samples, sigmas, cfg, table, amount=AMOUNT):
     import comfy.samplers
     from attnguide.guidance.pix2pix_zero import InversionSettings, edit_direction
-    from attnguide.nodes.pix2pix_zero import EditDirection
-    from attnguide.nodes.pix2pix_zero_edit import edit_latent
-    from attnguide.nodes.pix2pix_zero_invert import invert_latent
+    from attnguide.comfyui.pix2pix_zero import EditDirection
+    from attnguide.comfyui.pix2pix_zero_edit import edit_latent
+    from attnguide.comfyui.pix2pix_zero_invert import invert_latent
     noise = invert_latent(model, pos, samples, sigmas, InversionSettings(20.0, 20.0, 2, 2), 3)
     direction = EditDirection(edit_direction(torch.stack([table[t] for t in SOURCE.splitlines()]),
                                              torch.stack([table[t] for t in TARGET.splitlines()])), "test")

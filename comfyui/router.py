@@ -21,7 +21,7 @@ from ..attention import model_calls
 from ..attention.attn1_replace import RoutedAttn1Replace, chain_foreign, with_labels
 from ..attention.layers import Layer
 from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
-from . import shared_prefix_comfy
+from . import shared_prefix
 
 WRAPPER_KEY = "attnguide"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -40,7 +40,7 @@ def install(model, method, force_replace=False):
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _predict_noise)
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, _calc_cond_batch)
         model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample)
-        shared_prefix_comfy.install(model)
+        shared_prefix.install(model)
     new_layers = {l for h in method.hooks for l in h.layers} - router.layers
     to[ROUTER_KEY] = router.with_method(method)
     for layer in sorted(new_layers):

@@ -1,10 +1,9 @@
-"""What every method node shares: model checks, method keys."""
+"""What the pack's ComfyUI machinery shares: model checks, method keys, one warning per run."""
 import logging
 
 from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ..attention.router import ROUTER_KEY
 
-CATEGORY = "attnguide"
 _LOG = logging.getLogger("attnguide")
 
 

@@ -6,7 +6,7 @@ several pieces ("giraffe" -> "gir", "affe</w>") is matched as the whole sequence
 and excited through its last piece: the text encoder is causal, so only the last piece has
 seen the whole word.
 """
-from ..guidance.excite_inputs import find_words, parse_indices, prompt_words  # noqa: F401
+from ..guidance.excite_inputs import find_words
 
 _SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 
