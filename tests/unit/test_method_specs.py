@@ -1,5 +1,5 @@
-"""methods/: every method's parameters once. The README's parameter tables are checked against them
-(type, default, range and step), and the specs against what the hosts need of them."""
+"""methods/: every method's parameters once. The parameter tables of docs/<method>.md are checked against
+them (type, default, range and step), and the specs against what the hosts need of them."""
 import re
 from pathlib import Path
 
@@ -17,9 +17,9 @@ def _number(text):
 
 
 def _sections(text):
-    """{node id: README rows of its section}, by the node ids named in each '### ' heading."""
+    """{node id: table rows of its section}, by the node ids named in each heading."""
     out = {}
-    for section in text.split("\n### ")[1:]:
+    for section in ("\n" + text).split("\n# ")[1:] + ("\n" + text).split("\n## ")[1:]:
         heading, _, body = section.partition("\n")
         rows = [ROW.match(line) for line in body.split("\n## ")[0].splitlines()]
         for node_id in re.findall(r"`(AttnGuide\w+)`", heading):
@@ -28,7 +28,9 @@ def _sections(text):
 
 
 def _table_rows():
-    sections = _sections((ROOT / "README.md").read_text())
+    sections = {}
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        sections.update({k: v for k, v in _sections(page.read_text()).items() if v})
     for spec in METHODS.values():
         params = {p.name: p for p in (*spec.params, *spec.concept_params)}
         node_ids = [n for n in sections if n.startswith(spec.node_id[:-4] if spec.key == "pix2pix_zero" else spec.node_id)]
@@ -55,7 +57,7 @@ def test_readme_tables_are_the_specs(param, kind, default, span):
         assert step is None or _number(step) == (param.step or 1)
 
 
-def test_every_method_has_its_table_in_the_readme():
+def test_every_method_has_its_table_in_the_docs():
     names = {request.id.split(".")[0] for request in _table_rows()}
     assert {"AttnGuideSAG", "AttnGuidePAG", "AttnGuideSEGAConcept", "AttnGuideAttendAndExcite", "AttnGuidePanorama",
             "AttnGuidePix2PixZeroInvert"} <= names
