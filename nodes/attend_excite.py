@@ -20,7 +20,7 @@ from ..guidance.attend_excite import ExciteSettings
 from ..guidance.latent_update import moved_latent_denoised
 from ..guidance.schedule import step_index
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
 from .grad_forward import gradients_through
 from .prompt_tokens import parse_indices, word_indices
@@ -81,8 +81,9 @@ def _levels_text(levels):
 class AttendAndExcite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExcite",
+            search_aliases=["attend and excite", "attend-and-excite", "missing objects", "token attention"],
             display_name=NAME,
             category=common.CATEGORY,
             description="Attend-and-Excite (Chefer et al. 2023), equal to diffusers' StableDiffusionAttendAndExcitePipeline "
@@ -178,8 +179,9 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
 class AttendAndExciteMaps(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExciteMaps",
+            search_aliases=["attend and excite", "attention maps", "cross-attention maps"],
             display_name="Attend-and-Excite Maps (AttnGuide)",
             category=common.CATEGORY,
             description="The smoothed cross-attention map of every excited token at the last step Attend-and-Excite "

@@ -16,7 +16,7 @@ import comfy.samplers
 
 from . import common
 from .attend_excite import RECORD_KEY, SAMPLER_OWNS_X
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 
 
 def _noise_sampler(fn, x, sigmas, seed):
@@ -59,8 +59,9 @@ def excite_sampler_function(base):
 class AttendAndExciteSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExciteSampler",
+            search_aliases=["attend and excite", "attend-and-excite sampler", "sampler wrapper"],
             display_name="Attend-and-Excite Sampler (AttnGuide)",
             category=common.CATEGORY,
             description="Wraps a SAMPLER so Attend-and-Excite moves the sampler's own latent (exact for every "

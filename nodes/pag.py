@@ -3,15 +3,16 @@ from ..attention.math import identity_attention
 from ..attention.router import AttentionHook, Method
 from ..guidance.schedule import Schedule
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .router_comfy import install
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePAG",
+            search_aliases=["PAG", "perturbed attention", "perturbed-attention guidance", "identity attention"],
             display_name="Perturbed-Attention Guidance (AttnGuide)",
             category=common.CATEGORY,
             description="Perturbed-Attention Guidance (Ahn et al. 2024), equal to diffusers' StableDiffusionPAGPipeline. "

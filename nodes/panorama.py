@@ -21,7 +21,7 @@ from ..attention.router import RUN_KEY, Method
 from ..guidance import panorama as pano
 from ..guidance.schedule import Schedule, step_index
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .router_comfy import install
 
 WRAPPER_KEY = "attnguide_panorama"
@@ -44,8 +44,9 @@ def downscale(model):
 class Panorama(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePanorama",
+            search_aliases=["MultiDiffusion", "panorama", "tiled", "tiled diffusion", "360 panorama", "wide image"],
             display_name="MultiDiffusion Panorama (AttnGuide)",
             category=common.CATEGORY,
             description="MultiDiffusion (Bar-Tal et al. 2023), equal to diffusers' StableDiffusionPanoramaPipeline: "

@@ -1,4 +1,4 @@
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from . import common
 from .panorama import REGION_KEY
 
@@ -6,8 +6,9 @@ from .panorama import REGION_KEY
 class PanoramaRegion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePanoramaRegion",
+            search_aliases=["MultiDiffusion", "region prompt", "regional prompt", "tiled", "mask"],
             display_name="Panorama Region (AttnGuide)",
             category=common.CATEGORY,
             description="MultiDiffusion region prompt: adds `region` to `conditioning`, applied under `mask`. Where "

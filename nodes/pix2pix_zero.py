@@ -11,7 +11,7 @@ import torch
 
 from ..guidance.pix2pix_zero import edit_direction, sentences
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 
 Direction = io.Custom("ATTNGUIDE_P2PZ_DIRECTION")
 FOLDER = "attnguide_directions"
@@ -66,8 +66,9 @@ def make_direction(clip, source, target, target_clip=None):
 class Pix2PixZeroDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "edit direction", "image editing"],
             display_name="Pix2Pix-Zero Direction (AttnGuide)",
             category=common.CATEGORY,
             description="The edit direction of Pix2Pix-Zero (Parmar et al. 2023): mean CLIP embedding of the target "
@@ -121,8 +122,9 @@ def load_direction(path):
 class Pix2PixZeroSaveDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroSaveDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "save edit direction"],
             display_name="Pix2Pix-Zero Save Direction (AttnGuide)",
             category=common.CATEGORY,
             description="Saves an edit direction to output/attnguide_directions/<filename>.safetensors; the Load node "
@@ -146,8 +148,9 @@ class Pix2PixZeroLoadDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         _folders()
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroLoadDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "load edit direction"],
             display_name="Pix2Pix-Zero Load Direction (AttnGuide)",
             category=common.CATEGORY,
             description="Loads an edit direction saved by Pix2Pix-Zero Save Direction (AttnGuide).",

@@ -30,7 +30,7 @@ from ..attention.unet_levels import grid
 from ..guidance import pix2pix_zero as p2pz
 from ..guidance.schedule import step_index
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .grad_forward import gradients_through
 from .pix2pix_zero import Direction
 from .pix2pix_zero_invert import check_latent, check_sigmas
@@ -191,8 +191,9 @@ def edit_latent(model, positive, negative, direction, samples, sampler, sigmas, 
 class Pix2PixZeroEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroEdit",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "image editing", "cross-attention guidance"],
             display_name=NAME,
             category=common.CATEGORY,
             description="Pix2Pix-Zero (Parmar et al. 2023), equal to diffusers' StableDiffusionPix2PixZeroPipeline with "

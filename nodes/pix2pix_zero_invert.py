@@ -15,7 +15,7 @@ import torch
 
 from ..guidance.pix2pix_zero import InversionSettings, inversion_step, roll_generators
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 
 
 def check_latent(model, samples, input_name="latent"):
@@ -83,8 +83,9 @@ def invert_latent(model, positive, samples, sigmas, settings, seed, callback=Non
 class Pix2PixZeroInvert(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroInvert",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "DDIM inversion", "inversion", "invert image"],
             display_name="Pix2Pix-Zero Inversion (AttnGuide)",
             category=common.CATEGORY,
             description="DDIM inversion with Pix2Pix-Zero's auto-correlation and KL regularisation (diffusers' "

@@ -1,15 +1,16 @@
 from ..attention.guidance_methods import sag_layer, sag_method
 from ..guidance.schedule import Schedule
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .router_comfy import install, run_extra
 
 
 class SelfAttentionGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSAG",
+            search_aliases=["SAG", "self-attention guidance", "self attention guidance", "blur guidance"],
             display_name="Self-Attention Guidance (AttnGuide)",
             category=common.CATEGORY,
             description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "

@@ -9,7 +9,7 @@ from ..attention.router import Method, step_context
 from ..guidance.schedule import step_at
 from ..guidance.sega import Concept, sega_denoised
 from . import common
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .router_comfy import add_sampler_conds, install
 
 Concepts = io.Custom("ATTNGUIDE_SEGA_CONCEPTS")
@@ -37,8 +37,9 @@ class ConceptInput:
 class SEGAConcept(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGAConcept",
+            search_aliases=["SEGA", "semantic guidance", "concept", "edit concept"],
             display_name="SEGA Concept (AttnGuide)",
             category=common.CATEGORY,
             description="One concept for Semantic Guidance: a prompt to add to or remove from the image. "
@@ -160,8 +161,9 @@ def apply_sega(model, concepts, momentum_scale, momentum_beta):
 class SemanticGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGA",
+            search_aliases=["SEGA", "semantic guidance", "concept editing", "add or remove concept"],
             display_name="Semantic Guidance (AttnGuide)",
             category=common.CATEGORY,
             description="Semantic Guidance (Brack et al. 2023), equal to diffusers' SemanticStableDiffusionPipeline: "
@@ -180,8 +182,9 @@ class SemanticGuidance(io.ComfyNode):
 class SEGAGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGAGuider",
+            search_aliases=["SEGA", "semantic guidance", "guider", "SamplerCustomAdvanced"],
             display_name="SEGA Guider (AttnGuide)",
             category=common.CATEGORY,
             description="A CFG guider with Semantic Guidance, for SamplerCustomAdvanced.",
