@@ -27,7 +27,7 @@ else
     echo "demo/run.sh: installing CPU torch==$TORCH_VERSION (a few hundred MB, once)"
     index=()
     [ -n "$TORCH_INDEX" ] && index=(--extra-index-url "$TORCH_INDEX")
-    "$PY" -m pip install -q "torch==$TORCH_VERSION" ${index[@]+"${index[@]}"}
+    "$PY" -m pip install "torch==$TORCH_VERSION" ${index[@]+"${index[@]}"}
 fi
 echo "torch==$TORCH_VERSION" > "$VENV/constraints.txt"
 echo "demo/run.sh: installing requirements.txt"
