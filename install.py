@@ -1,12 +1,13 @@
-"""Install missing runtime dependencies of attnguide. Never installs or upgrades torch.
+"""Install missing runtime dependencies of attnguide under A1111/Forge. Never installs torch.
 
-Run by ComfyUI-Manager (`python install.py`, cwd = pack root) and by A1111/Forge (with
-the webui's `launch` module importable; its `run_pip` is used there). The hosts already
-ship everything in requirements.txt, so normally this finds nothing to do and does nothing.
+A1111 and Forge run this file with their `launch` module importable; missing requirements are
+installed through its `run_pip`, the webui's own installer. ComfyUI-Manager also runs it
+(`python install.py`), but there it only reports: ComfyUI-Manager and the Comfy Registry
+install requirements.txt themselves, and this file never starts an installer of its own.
+The hosts already ship everything in requirements.txt, so normally there is nothing to do.
 """
 import importlib.util
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -40,13 +41,16 @@ def webui_launch():
 
 
 def main(path=REQUIREMENTS):
+    """The missing requirement lines; under the webui each goes to its run_pip, elsewhere none is installed."""
     missing = [line for name, line in requirements(path) if not is_present(name)]
     launch = webui_launch() if missing else None
+    if launch is None:
+        if missing:
+            print(f"attnguide: missing {', '.join(missing)}; install them from requirements.txt "
+                  "(ComfyUI-Manager does so when it installs the pack)", file=sys.stderr)
+        return missing
     for line in missing:
-        if launch is not None:
-            launch.run_pip(f'install "{line}"', f"attnguide requirement: {line}")  # run_pip uses a shell
-        else:
-            subprocess.check_call([sys.executable, "-m", "pip", "install", line])
+        launch.run_pip(f'install "{line}"', f"attnguide requirement: {line}")  # run_pip uses a shell
     return missing
 
 

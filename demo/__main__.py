@@ -9,6 +9,7 @@ import torch
 
 from . import judge as judges
 from . import model as models
+from . import progress
 from .effects import EXPERIMENTS
 from .sheet import contact_sheet
 
@@ -31,26 +32,30 @@ def main(argv=None):
         p.error(f"--methods: unknown {unknown}; choose from {', '.join(EXPERIMENTS)}")
     if args.n < 2:
         p.error("--n must be at least 2 (the interval needs two pairs)")
+    reporter = progress.Reporter(len(names))
+    reporter.line(f"loading {args.weights}; {len(names)} experiments, {args.n} prompts, {args.steps} steps each")
     model, meta = models.load(args.weights)
     judge = judges.load()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, report = [], {}
-    for name in names:
-        start = time.monotonic()
-        r = EXPERIMENTS[name](model, judge, args.n, args.steps, args.seed)
-        results.append(r)
-        report[name] = r.effect.summary()
-        s = report[name]
-        print(f"{name}: {s['metric']} {s['baseline']:.4f} -> {s['guided']:.4f} "
-              f"(difference {s['difference']:+.4f}, 95% CI {s['difference_95ci']}, n={s['n']}, "
-              f"effect shown: {s['effect_shown']}) [{time.monotonic() - start:.0f} s]", flush=True)
+    with progress.reporting(reporter):
+        for name in names:
+            start = time.monotonic()
+            reporter.experiment(name)
+            r = EXPERIMENTS[name](model, judge, args.n, args.steps, args.seed)
+            results.append(r)
+            report[name] = r.effect.summary()
+            s = report[name]
+            reporter.line(f"{name}: {s['metric']} {s['baseline']:.4f} -> {s['guided']:.4f} "
+                          f"(difference {s['difference']:+.4f}, 95% CI {s['difference_95ci']}, n={s['n']}, "
+                          f"effect shown: {s['effect_shown']}) [{time.monotonic() - start:.0f} s]")
     model_info = {k: meta[k] for k in ("step", "train_minutes", "batch", "seed") if k in meta}
     (out / "effects.json").write_text(json.dumps({"model": model_info, "weights": Path(args.weights).name,
                                                   "effects": report}, indent=2) + "\n")
     contact_sheet(results).save(out / "sheet.png")
-    print(f"wrote {out / 'sheet.png'} and {out / 'effects.json'}")
-
+    reporter.line(f"wrote {(out / 'effects.json').resolve()}")
+    print(f"Sheet: {(out / 'sheet.png').resolve()}", flush=True)
 
 if __name__ == "__main__":
     main()

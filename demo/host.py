@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import progress
 from ._pack import core
 from .unet import ROUTER_KEY
 
@@ -74,6 +75,7 @@ class Host:
             with torch.no_grad():
                 d = self._denoise(x, sigma, cond, uncond, cfg, ctx)
             x = d + (x - d) * (sigma_next / sigma) if sigma_next > 0 else d
+            progress.step(i + 1, steps)
         return x
 
     def _denoise(self, x, sigma, cond, uncond, cfg, ctx):

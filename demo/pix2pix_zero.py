@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from . import scenes
+from . import progress, scenes
 from ._pack import core
 from .host import ddim_sigmas
 from .unet import CROSS_ATTENTION_KEY
@@ -88,4 +88,5 @@ def edit(model, noise, cond, uncond, edit_direction, cfg=7.5, steps=20, amount=0
         x = d + (x - d) * (sigma_next / sigma) if sigma_next > 0 else d
         x_ref = d_ref + (x_ref - d_ref) * (sigma_next / sigma) if sigma_next > 0 else d_ref
         attention.store = None
+        progress.step(i + 1, steps)
     return x_ref.clamp(-1, 1), x.clamp(-1, 1)

@@ -2,15 +2,16 @@
 work is comfyui/attend_excite.py."""
 from ..comfyui.attend_excite import NAME, excite_model, maps_image
 from ..methods.attend_excite import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
 
 class AttendAndExcite(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExcite",
+            search_aliases=["attend and excite", "attend-and-excite", "missing objects", "token attention"],
             display_name=NAME,
             category=CATEGORY,
             description="Attend-and-Excite (Chefer et al. 2023), equal to diffusers' StableDiffusionAttendAndExcitePipeline "
@@ -46,8 +47,9 @@ class AttendAndExcite(io.ComfyNode):
 class AttendAndExciteMaps(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExciteMaps",
+            search_aliases=["attend and excite", "attention maps", "cross-attention maps"],
             display_name="Attend-and-Excite Maps (AttnGuide)",
             category=CATEGORY,
             description="The smoothed cross-attention map of every excited token at the last step Attend-and-Excite "

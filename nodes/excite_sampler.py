@@ -3,15 +3,16 @@ comfyui/excite_sampler.py wraps the sampler function."""
 import comfy.samplers
 
 from ..comfyui.excite_sampler import excite_sampler_function
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY
 
 
 class AttendAndExciteSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideAttendAndExciteSampler",
+            search_aliases=["attend and excite", "attend-and-excite sampler", "sampler wrapper"],
             display_name="Attend-and-Excite Sampler (AttnGuide)",
             category=CATEGORY,
             description="Wraps a SAMPLER so Attend-and-Excite moves the sampler's own latent (exact for every "

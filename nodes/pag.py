@@ -4,15 +4,16 @@ from ..attention.step_window import Schedule
 from ..comfyui import common
 from ..comfyui.router import install
 from ..methods.pag import SPEC, pag_post_cfg
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePAG",
+            search_aliases=["PAG", "perturbed attention", "perturbed-attention guidance", "identity attention"],
             display_name="Perturbed-Attention Guidance (AttnGuide)",
             category=CATEGORY,
             description="Perturbed-Attention Guidance (Ahn et al. 2024), equal to diffusers' StableDiffusionPAGPipeline. "

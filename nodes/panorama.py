@@ -1,15 +1,16 @@
 """MultiDiffusion Panorama node (AttnGuidePanorama); the tiler is comfyui/panorama.py."""
 from ..comfyui.panorama import apply_panorama
 from ..methods.panorama import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
 
 class Panorama(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePanorama",
+            search_aliases=["MultiDiffusion", "panorama", "tiled", "tiled diffusion", "360 panorama", "wide image"],
             display_name="MultiDiffusion Panorama (AttnGuide)",
             category=CATEGORY,
             description="MultiDiffusion (Bar-Tal et al. 2023), equal to diffusers' StableDiffusionPanoramaPipeline: "

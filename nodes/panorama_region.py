@@ -1,13 +1,14 @@
 from ..comfyui.panorama import REGION_KEY
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY
 
 
 class PanoramaRegion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePanoramaRegion",
+            search_aliases=["MultiDiffusion", "region prompt", "regional prompt", "tiled", "mask"],
             display_name="Panorama Region (AttnGuide)",
             category=CATEGORY,
             description="MultiDiffusion region prompt: adds `region` to `conditioning`, applied under `mask`. Where "

@@ -13,7 +13,7 @@ from ..comfyui.pix2pix_zero import (
     save_direction,
 )
 from ..methods.pix2pix_zero import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .sockets import Direction
 from .widgets import CATEGORY, widgets
 
@@ -21,8 +21,9 @@ from .widgets import CATEGORY, widgets
 class Pix2PixZeroDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "edit direction", "image editing"],
             display_name="Pix2Pix-Zero Direction (AttnGuide)",
             category=CATEGORY,
             description="The edit direction of Pix2Pix-Zero (Parmar et al. 2023): mean CLIP embedding of the target "
@@ -44,8 +45,9 @@ class Pix2PixZeroDirection(io.ComfyNode):
 class Pix2PixZeroSaveDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroSaveDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "save edit direction"],
             display_name="Pix2Pix-Zero Save Direction (AttnGuide)",
             category=CATEGORY,
             description="Saves an edit direction to output/attnguide_directions/<filename>.safetensors; the Load node "
@@ -68,8 +70,9 @@ class Pix2PixZeroLoadDirection(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         folders()
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroLoadDirection",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "load edit direction"],
             display_name="Pix2Pix-Zero Load Direction (AttnGuide)",
             category=CATEGORY,
             description="Loads an edit direction saved by Pix2Pix-Zero Save Direction (AttnGuide).",

@@ -9,7 +9,7 @@ import latent_preview
 from ..comfyui.pix2pix_zero_edit import NAME, edit_latent
 from ..comfyui.pix2pix_zero_invert import check_latent
 from ..methods.pix2pix_zero import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .sockets import Direction, Maps
 from .widgets import CATEGORY, widgets
 
@@ -17,8 +17,9 @@ from .widgets import CATEGORY, widgets
 class Pix2PixZeroEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroEdit",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "image editing", "cross-attention guidance"],
             display_name=NAME,
             category=CATEGORY,
             description="Pix2Pix-Zero (Parmar et al. 2023), equal to diffusers' StableDiffusionPix2PixZeroPipeline with "

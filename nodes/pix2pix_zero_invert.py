@@ -8,15 +8,16 @@ import latent_preview
 from ..comfyui.pix2pix_zero_invert import invert_latent
 from ..guidance.pix2pix_zero import InversionSettings
 from ..methods.pix2pix_zero import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
 
 class Pix2PixZeroInvert(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroInvert",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "DDIM inversion", "inversion", "invert image"],
             display_name="Pix2Pix-Zero Inversion (AttnGuide)",
             category=CATEGORY,
             description="DDIM inversion with Pix2Pix-Zero's auto-correlation and KL regularisation (diffusers' "

@@ -3,7 +3,7 @@ edit (Pix2Pix-Zero): cross-attention averaged over heads, layers and steps."""
 import torch
 
 from ..comfyui.prompt_tokens import word_indices
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .sockets import Maps
 from .widgets import CATEGORY
 
@@ -28,8 +28,9 @@ def map_images(preview, indices, scale):
 class Pix2PixZeroMaps(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuidePix2PixZeroMaps",
+            search_aliases=["pix2pix zero", "pix2pix-zero", "attention maps", "cross-attention maps"],
             display_name="Pix2Pix-Zero Maps (AttnGuide)",
             category=CATEGORY,
             description="Where a word of the source prompt is attended: reference (left) vs edit (right), averaged over "

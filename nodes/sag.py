@@ -2,15 +2,16 @@ from ..attention.step_window import Schedule
 from ..comfyui import common
 from ..comfyui.router import install, run_extra
 from ..methods.sag import SPEC, sag_layer, sag_method
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
 
 class SelfAttentionGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSAG",
+            search_aliases=["SAG", "self-attention guidance", "self attention guidance", "blur guidance"],
             display_name="Self-Attention Guidance (AttnGuide)",
             category=CATEGORY,
             description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "

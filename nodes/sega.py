@@ -3,7 +3,7 @@ import comfy.samplers
 
 from ..comfyui.sega import ConceptInput, apply_sega
 from ..methods.sega import SPEC
-from .comfy_api_compat import io
+from .comfy_api_compat import io, node_schema
 from .sockets import Concepts
 from .widgets import CATEGORY, widgets
 
@@ -11,8 +11,9 @@ from .widgets import CATEGORY, widgets
 class SEGAConcept(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGAConcept",
+            search_aliases=["SEGA", "semantic guidance", "concept", "edit concept"],
             display_name="SEGA Concept (AttnGuide)",
             category=CATEGORY,
             description="One concept for Semantic Guidance: a prompt to add to or remove from the image. "
@@ -53,8 +54,9 @@ def _momentum_inputs():
 class SemanticGuidance(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGA",
+            search_aliases=["SEGA", "semantic guidance", "concept editing", "add or remove concept"],
             display_name="Semantic Guidance (AttnGuide)",
             category=CATEGORY,
             description="Semantic Guidance (Brack et al. 2023), equal to diffusers' SemanticStableDiffusionPipeline: "
@@ -72,8 +74,9 @@ class SemanticGuidance(io.ComfyNode):
 class SEGAGuider(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
+        return node_schema(
             node_id="AttnGuideSEGAGuider",
+            search_aliases=["SEGA", "semantic guidance", "guider", "SamplerCustomAdvanced"],
             display_name="SEGA Guider (AttnGuide)",
             category=CATEGORY,
             description="A CFG guider with Semantic Guidance, for SamplerCustomAdvanced.",

@@ -136,6 +136,9 @@ def test_demo_command_writes_sheet_and_effects(tmp_path):
         assert s["n"] == 2 and {"metric", "baseline", "guided", "difference_95ci"} <= set(s)
     from PIL import Image
     assert Image.open(tmp_path / "sheet.png").size[0] > 400
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == f"Sheet: {(tmp_path / 'sheet.png').resolve()}"  # it ends by naming the sheet it wrote
+    assert "experiment 2/2: SEGA add" in proc.stdout and "PAG: sampling pass 2, step 2/2" in proc.stdout
 
 
 def test_causal_text_encoder_binds_colours_to_shapes(shipped):

@@ -1,4 +1,6 @@
-"""install.py: nothing to do when everything is present; never torch; launch.run_pip under the webui."""
+"""install.py: nothing to do when everything is present; never torch; launch.run_pip under the webui,
+and no installer of its own anywhere else (ComfyUI-Manager installs requirements.txt itself)."""
+import os
 import importlib.util
 import runpy
 import subprocess
@@ -27,6 +29,8 @@ def pip_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "check_call", lambda args, *a, **kw: calls.append(list(args)))
     monkeypatch.setattr(subprocess, "run", lambda args, *a, **kw: calls.append(list(args)))
+    monkeypatch.setattr(subprocess, "Popen", lambda args, *a, **kw: calls.append(list(args)))
+    monkeypatch.setattr(os, "system", lambda command: calls.append([command]))
     return calls
 
 
@@ -71,10 +75,18 @@ def _reqs(tmp_path):
     return path
 
 
-def test_missing_package_pip(install, pip_calls, tmp_path, monkeypatch):
+def test_missing_package_outside_webui_installs_nothing(install, pip_calls, tmp_path, monkeypatch, capsys):
+    """ComfyUI-Manager runs `python install.py` with no webui: it reports, ComfyUI-Manager installs."""
     monkeypatch.delitem(sys.modules, "launch", raising=False)
     assert install.main(_reqs(tmp_path)) == ["attnguide-fake-missing-pkg>=1.0"]
-    assert pip_calls == [[sys.executable, "-m", "pip", "install", "attnguide-fake-missing-pkg>=1.0"]]
+    assert pip_calls == []
+    assert "attnguide-fake-missing-pkg>=1.0" in capsys.readouterr().err
+
+
+def test_install_py_starts_no_process():
+    """The Comfy Registry scans install.py: no process module, no pip of its own."""
+    source = INSTALL.read_text()
+    assert "subprocess" not in source and "os.system" not in source and "sys.executable" not in source
 
 
 def test_missing_package_webui_uses_run_pip(install, pip_calls, tmp_path, monkeypatch):
