@@ -19,11 +19,11 @@ from ..attention.grad_forward import gradients_through
 from ..attention.step_window import step_index
 from ..attention.unet_levels import cross_attention_levels, grid
 from ..guidance.attend_excite import ExciteSettings
-from ..guidance.excite_inputs import parse_step, parse_thresholds, resolve
+from ..guidance.excite_inputs import parse_indices, parse_step, parse_thresholds, resolve
 from ..guidance.latent_update import moved_latent_denoised
 from ..methods.attend_excite import excite_images
 from . import common
-from .prompt_tokens import parse_indices, word_indices
+from .prompt_tokens import word_indices
 
 RECORD_KEY = "attnguide_excite"
 
