@@ -25,11 +25,12 @@ from ...guidance.schedule import step_index
 from .a1111_forward import InstanceForward, forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
+from .a1111_sampler import function_name, user_name
 from .a1111_step import make_condition_dict, take_rows
 from .a1111_space import space_for
 
 TITLE = "Attend-and-Excite (AttnGuide)"
-TIMESTEP_SAMPLERS = {"ddim"}
+TIMESTEP_SAMPLERS = {"ddim"}  # function names (a1111_sampler.function_name)
 _LOG = logging.getLogger("attnguide")
 
 
@@ -39,8 +40,8 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
     timestep_sampler = getattr(denoiser, "alphas", None) is not None
-    if timestep_sampler and getattr(sampler, "funcname", None) not in TIMESTEP_SAMPLERS:
-        raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is not served (its steps are not "
+    if timestep_sampler and function_name(sampler) not in TIMESTEP_SAMPLERS:
+        raise NotServed(f"{TITLE}: the sampler {user_name(sampler)} is not served (its steps are not "
                         "first-order in sigma); use DDIM or a k-diffusion sampler (Euler is exact).")
     unet = session.unet
     levels = cross_attention_levels(unet)

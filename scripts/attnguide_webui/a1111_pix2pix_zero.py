@@ -28,6 +28,7 @@ from ...guidance.schedule import step_index
 from .a1111_forward import forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
+from .a1111_sampler import user_name
 from .a1111_step import make_condition_dict, take_rows
 from .webui_text import one_window_sentences
 
@@ -44,7 +45,7 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
     if getattr(denoiser, "alphas", None) is not None:  # only CFGDenoiserTimesteps has it (sd_samplers_timesteps.py:53)
-        raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is a timestep sampler, which this "
+        raise NotServed(f"{TITLE}: the sampler {user_name(sampler)} is a timestep sampler, which this "
                         "method does not serve on A1111; pick Euler (exact, the reference's DDIM in sigma space) or "
                         "another k-diffusion sampler (first order).")
     unet = session.unet

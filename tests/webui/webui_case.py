@@ -92,8 +92,9 @@ def a1111_schedule(kind, alphas):
 
 
 def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, noise=None, weights=None, sample_hook=None,
-             prompt="a prompt", hires=None):
-    """One txt2img generation through the scripts: args = {title: [enabled, *params]}."""
+             prompt="a prompt", hires=None, sampler_label=None):
+    """One txt2img generation through the scripts: args = {title: [enabled, *params]}; kind "ddim" runs
+    DDIM's steps under the timestep sampler `sampler_label` (default DDIM)."""
     runner = a1.ScriptRunner(h.classes)
     script_args = runner.defaults()
     for script in runner.scripts:
@@ -102,10 +103,7 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
     sd_model = h.shared.sd_model
     p = a1.Processing(sd_model, runner, script_args, cfg_scale=cfg, steps=STEPS, prompt=prompt)
     schedule = a1111_schedule(kind, sd_model.alphas_cumprod)
-    if kind == "euler":
-        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserKDiffusion, a1.sample_euler, "sample_euler")
-    else:
-        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserTimesteps, a1.sample_ddim, "ddim")
+    sampler = a1.Sampler(h.shared, h.callbacks, "Euler" if kind == "euler" else sampler_label or "DDIM")
     conditioning = a1.conditioning(cond, weights)
     unconditioning = a1.unconditioning(uncond)
 
