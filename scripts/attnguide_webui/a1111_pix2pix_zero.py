@@ -89,7 +89,11 @@ def _encode(session, text, name):
     height, width = (8 * s for s in session.x.shape[-2:])
     with torch.no_grad():
         cond = session.p.sd_model.get_learned_conditioning(prompt_parser.SdConditioning(lines, width=width, height=height))
-    return one_window_sentences(cond, TITLE, name)
+    sentences = one_window_sentences(cond, TITLE, name)
+    if not torch.isfinite(sentences).all():  # else every step of the edit would be NaN and A1111 fails the run
+        raise ValueError(f"{TITLE}: {name}: the model's text encoder gave NaN or infinite values for these sentences "
+                         f"({'; '.join(lines)}); try other wording.")
+    return sentences
 
 
 def _with_direction(text, direction):
