@@ -66,6 +66,13 @@ def commit_of(webui):
     return out.stdout.strip() or "unknown"
 
 
+def environment(webui):
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), GRADIO_ANALYTICS_ENABLED="False")
+    shim = os.environ.get("A1111_PYTHONPATH") or (str(webui.parent / "shim") if (webui.parent / "shim").is_dir() else "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -96,15 +103,9 @@ class Server:
                 "--no-download-sd-model", "--do-not-download-clip", "--data-dir", str(self.data)]
         return args if self.ui else args + ["--nowebui"]
 
-    def environment(self):
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), GRADIO_ANALYTICS_ENABLED="False")
-        shim = os.environ.get("A1111_PYTHONPATH") or (str(self.webui.parent / "shim") if (self.webui.parent / "shim").is_dir() else "")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH", "")) if p)
-        return env
-
     def start(self):
         log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.command(), cwd=self.webui, env=self.environment(), stdout=log,
+        self.process = subprocess.Popen(self.command(), cwd=self.webui, env=environment(self.webui), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
