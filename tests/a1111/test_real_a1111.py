@@ -172,20 +172,22 @@ def test_pix2pix_zero_with_a_timestep_sampler_is_refused(a1111, plain, init_imag
     plain.check_clean("img2img", **fields)
 
 
-BAD_INPUTS = {
-    "sag": ({"layer": "m7"}, "names no attention layer"),
-    "pag": ({"layers": "q3"}, "layers"),
-    "attend_excite": ({"words": "dog"}, "'dog' is not in the prompt"),
-    "sega": ({"concepts": [{"prompt": "a hat", "direction": "sideways"}]}, "'sideways' is not one of add, remove"),
-    "panorama": ({"stride": 0}, "stride"),
-}
+BAD_INPUTS = [  # (method, settings, part of the message)
+    ("sag", {"layer": "m7"}, "layer: 'm7' names no attention layer"),
+    ("pag", {"layers": "q3"}, "layers"),
+    ("attend_excite", {"words": "dog"}, "'dog' is not in the prompt"),
+    ("sega", {"concepts": [{"prompt": "a hat", "direction": "sideways"}]}, "'sideways' is not one of add, remove"),
+    ("sega", {"concepts": [{"prompt": "a hat", "weight": -1.0}]}, "weight is -1.0; it must be >= 0"),
+    ("panorama", {"stride": 0}, "stride"),
+    ("panorama", {"stride": 60}, "stride: 60 px is not a multiple of 8 px"),
+    ("panorama", {"window_width": 32, "window_height": 32, "stride": 64}, "larger than the window"),
+]
 
 
-@pytest.mark.parametrize("method", BAD_INPUTS)
-def test_bad_input_is_in_the_infotext(a1111, plain, method):
+@pytest.mark.parametrize("method, settings, message", BAD_INPUTS, ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_in_the_infotext(a1111, plain, method, settings, message):
     """The run answers 200 with the plain image; its info names the error and drops the settings,
     and the other method of the request still runs."""
-    settings, message = BAD_INPUTS[method]
     other = "sega" if method != "sega" else "pag"
     size = P.PANORAMA_SIZE if method == "panorama" else {}
     only_other = generate(a1111, P.request(other, **size))[0]

@@ -392,17 +392,11 @@ def ddim(model, x, timesteps=None, extra_args=None, callback=None):  # modules/s
     return x
 
 
-def plms(model, x, timesteps=None, extra_args=None, callback=None):
-    """Stands in for sd_samplers_timesteps_impl.plms by name only (the pack refuses PLMS before it
-    runs); its steps are DDIM's."""
-    return ddim(model, x, timesteps=timesteps, extra_args=extra_args, callback=callback)
-
-
 sample_ddim = ddim
 K_SAMPLING = {"sample_euler": sample_euler}  # k_diffusion.sampling, by name
 # label -> (kind, funcname as the real tables hand it to the constructor): sd_samplers_kdiffusion.py:14-36,
 # sd_samplers_timesteps.py:11-16
-SAMPLERS = {"Euler": ("k-diffusion", "sample_euler"), "DDIM": ("timesteps", ddim), "PLMS": ("timesteps", plms)}
+SAMPLERS = {"Euler": ("k-diffusion", "sample_euler"), "DDIM": ("timesteps", ddim)}
 
 
 # --- modules.scripts and processing ------------------------------------------------------------------------

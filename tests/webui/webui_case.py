@@ -92,9 +92,8 @@ def a1111_schedule(kind, alphas):
 
 
 def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, noise=None, weights=None, sample_hook=None,
-             prompt="a prompt", hires=None, sampler_label=None):
-    """One txt2img generation through the scripts: args = {title: [enabled, *params]}; kind "ddim" runs
-    DDIM's steps under the timestep sampler `sampler_label` (default DDIM)."""
+             prompt="a prompt", hires=None):
+    """One txt2img generation through the scripts: args = {title: [enabled, *params]}."""
     runner = a1.ScriptRunner(h.classes)
     script_args = runner.defaults()
     for script in runner.scripts:
@@ -103,7 +102,7 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
     sd_model = h.shared.sd_model
     p = a1.Processing(sd_model, runner, script_args, cfg_scale=cfg, steps=STEPS, prompt=prompt)
     schedule = a1111_schedule(kind, sd_model.alphas_cumprod)
-    sampler = a1.Sampler(h.shared, h.callbacks, "Euler" if kind == "euler" else sampler_label or "DDIM")
+    sampler = a1.Sampler(h.shared, h.callbacks, "Euler" if kind == "euler" else "DDIM")
     conditioning = a1.conditioning(cond, weights)
     unconditioning = a1.unconditioning(uncond)
 
