@@ -50,6 +50,9 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
                          f"its levels are {', '.join(map(str, sorted(levels)))}.")
     if token_indices and token_indices.strip():
         indices = parse_indices(token_indices)
+        last = prompt_positions(p.sd_model, prompt) - 2  # before the last chunk's <|endoftext|>
+        if max(indices) > last:  # checked again on the maps while sampling, where an error fails the generation
+            raise ValueError(f"{TITLE}: token index {max(indices)} is past the prompt's last position ({last}).")
     else:
         indices = word_positions(p.sd_model, prompt, words)
     base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
@@ -90,6 +93,12 @@ def word_positions(sd_model, prompt, words):
             tokens.append((c * len(chunk.tokens) + j, token, piece(token)))
     return match_words(tokens, words, lambda name: model.tokenize([name])[0],
                        " (the words are looked up in the positive prompt)")
+
+
+def prompt_positions(sd_model, prompt):
+    """Token positions of the prompt's conditioning: 77 per chunk (modules/sd_hijack_clip.py)."""
+    chunks, _ = sd_model.cond_stage_model.tokenize_line(prompt)
+    return sum(len(chunk.tokens) for chunk in chunks)
 
 
 def _pieces(model):

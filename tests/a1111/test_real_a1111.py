@@ -176,6 +176,7 @@ BAD_INPUTS = [  # (method, settings, part of the message)
     ("sag", {"layer": "m7"}, "layer: 'm7' names no attention layer"),
     ("pag", {"layers": "q3"}, "layers"),
     ("attend_excite", {"words": "dog"}, "'dog' is not in the prompt"),
+    ("attend_excite", {"token_indices": "2, 80"}, "token index 80 is past the prompt's last position (75)"),
     ("sega", {"concepts": [{"prompt": "a hat", "direction": "sideways"}]}, "'sideways' is not one of add, remove"),
     ("sega", {"concepts": [{"prompt": "a hat", "weight": -1.0}]}, "weight is -1.0; it must be >= 0"),
     ("panorama", {"stride": 0}, "stride"),

@@ -153,6 +153,7 @@ class SDModel(torch.nn.Module):
         self.parameterization = "eps"
         self.cond_stage_key = "txt"
         self.embeddings = {}  # text -> (tokens, dim): the "text encoder" of get_learned_conditioning
+        self.cond_stage_model = TextModel([])  # the hijacked CLIP's tokenizer (sd_hijack.py); its words come as seen
         self.encoded = []
 
     def get_learned_conditioning(self, prompts):  # LatentDiffusion.get_learned_conditioning: one row per prompt
