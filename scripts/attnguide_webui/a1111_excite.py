@@ -25,11 +25,12 @@ from ...guidance.latent_update import moved_latent_denoised
 from .a1111_forward import InstanceForward, forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
+from .a1111_sampler import function_name, user_name
 from .a1111_space import space_for
 from .a1111_step import make_condition_dict, take_rows
 
 TITLE = "Attend-and-Excite (AttnGuide)"
-TIMESTEP_SAMPLERS = {"ddim"}
+TIMESTEP_SAMPLERS = {"ddim"}  # function names (a1111_sampler.function_name)
 _LOG = logging.getLogger("attnguide")
 
 
@@ -39,8 +40,8 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
     timestep_sampler = getattr(denoiser, "alphas", None) is not None
-    if timestep_sampler and getattr(sampler, "funcname", None) not in TIMESTEP_SAMPLERS:
-        raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is not served (its steps are not "
+    if timestep_sampler and function_name(sampler) not in TIMESTEP_SAMPLERS:
+        raise NotServed(f"{TITLE}: the sampler {user_name(sampler)} is not served (its steps are not "
                         "first-order in sigma); use DDIM or a k-diffusion sampler (Euler is exact).")
     unet = session.unet
     levels = cross_attention_levels(unet)
@@ -49,6 +50,9 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
                          f"its levels are {', '.join(map(str, sorted(levels)))}.")
     if token_indices and token_indices.strip():
         indices = parse_indices(token_indices)
+        last = prompt_positions(p.sd_model, prompt) - 2  # before the last chunk's <|endoftext|>
+        if max(indices) > last:  # checked again on the maps while sampling, where an error fails the generation
+            raise ValueError(f"{TITLE}: token index {max(indices)} is past the prompt's last position ({last}).")
     else:
         indices = word_positions(p.sd_model, prompt, words)
     base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
@@ -89,6 +93,12 @@ def word_positions(sd_model, prompt, words):
             tokens.append((c * len(chunk.tokens) + j, token, piece(token)))
     return match_words(tokens, words, lambda name: model.tokenize([name])[0],
                        " (the words are looked up in the positive prompt)")
+
+
+def prompt_positions(sd_model, prompt):
+    """Token positions of the prompt's conditioning: 77 per chunk (modules/sd_hijack_clip.py)."""
+    chunks, _ = sd_model.cond_stage_model.tokenize_line(prompt)
+    return sum(len(chunk.tokens) for chunk in chunks)
 
 
 def _pieces(model):

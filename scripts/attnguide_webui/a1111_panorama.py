@@ -29,6 +29,9 @@ def install(session, window_width, window_height, stride, wrap, weights, window_
     if stride // RATIO > min(window):
         raise ValueError(f"{TITLE}: stride: {stride} px is larger than the window ({min(window) * RATIO} px); "
                          "the windows would leave gaps. Use a stride of at most the window size.")
+    if window_batch < 1:
+        raise ValueError(f"{TITLE}: window_batch: {window_batch}; at least 1 window per UNet call.")
+    pano.layout(*session.x.shape[-2:], window, (stride // RATIO,) * 2, pano.WRAPS[wrap])  # sizes it cannot tile raise now
     if getattr(p, "mask", None) is not None:
         raise NotServed(f"{TITLE}: inpainting (a mask) is not supported with the panorama; it is off for this image.")
     denoiser = p.sampler.model_wrap_cfg

@@ -28,6 +28,7 @@ from ...guidance import pix2pix_zero as p2pz
 from .a1111_forward import forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
+from .a1111_sampler import user_name
 from .a1111_step import make_condition_dict, take_rows
 from .webui_text import one_window_sentences
 
@@ -44,7 +45,7 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
     if getattr(denoiser, "alphas", None) is not None:  # only CFGDenoiserTimesteps has it (sd_samplers_timesteps.py:53)
-        raise NotServed(f"{TITLE}: the sampler {getattr(sampler, 'funcname', '?')} is a timestep sampler, which this "
+        raise NotServed(f"{TITLE}: the sampler {user_name(sampler)} is a timestep sampler, which this "
                         "method does not serve on A1111; pick Euler (exact, the reference's DDIM in sigma space) or "
                         "another k-diffusion sampler (first order).")
     unet = session.unet
@@ -88,7 +89,11 @@ def _encode(session, text, name):
     height, width = (8 * s for s in session.x.shape[-2:])
     with torch.no_grad():
         cond = session.p.sd_model.get_learned_conditioning(prompt_parser.SdConditioning(lines, width=width, height=height))
-    return one_window_sentences(cond, TITLE, name)
+    sentences = one_window_sentences(cond, TITLE, name)
+    if not torch.isfinite(sentences).all():  # else every step of the edit would be NaN and A1111 fails the run
+        raise ValueError(f"{TITLE}: {name}: the model's text encoder gave NaN or infinite values for these sentences "
+                         f"({'; '.join(lines)}); try other wording.")
+    return sentences
 
 
 def _with_direction(text, direction):

@@ -28,13 +28,21 @@ class MethodScript:
         return self.spec.read(args, overrides(p, self.spec.key))
 
     def process(self, p, *args):
-        enabled, params = self.read(p, args)
+        try:
+            enabled, params = self.read(p, args)
+        except ValueError as e:  # a value no control can hold (an API client sends anything)
+            if args and args[0] or overrides(p, self.spec.key):
+                refuse(p, self.spec, e)
+            return
         if enabled:
             p.extra_generation_params.update(self.spec.infotext(params))
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Called before every sampling pass (twice with hires fix, modules/processing.py:1338/1446)."""
-        enabled, params = self.read(p, args)
+        try:
+            enabled, params = self.read(p, args)
+        except ValueError:  # refused in process()
+            return
         if not enabled or (getattr(p, "is_hr_pass", False) and self.spec.hires == "skip"):
             return
         if self.spec.key == "attend_excite":
@@ -46,7 +54,7 @@ class MethodScript:
             else:
                 _apply_forge(p, self.spec.key, params)
         except Exception as e:  # A1111 would only log it (modules/scripts.py:836-842) and infotext would still list the settings
-            refuse(p, self.spec, params, e)
+            refuse(p, self.spec, e)
 
     def postprocess_batch(self, p, *args, **kwargs):
         _finish(p)
@@ -55,7 +63,7 @@ class MethodScript:
         _finish(p)
 
 
-def refuse(p, spec, params, error):
+def refuse(p, spec, error):
     """The method did not run: its settings leave the infotext and an 'AttnGuide <method> error' entry takes
     their place, so the WebUI's info, the PNG and an API client's `info` say why. Not a NotServed or a
     ValueError (bad input) is a bug: logged with its traceback."""
@@ -63,8 +71,9 @@ def refuse(p, spec, params, error):
         _LOG.warning("attnguide: %s", error)
     else:
         _LOG.exception("attnguide: %s failed", spec.title)
-    for key in spec.infotext(params):
-        p.extra_generation_params.pop(key, None)
+    prefix = f"AttnGuide {spec.short} "
+    for key in [k for k in p.extra_generation_params if k.startswith(prefix)]:
+        p.extra_generation_params.pop(key)
     p.extra_generation_params[error_key(spec)] = str(error) or type(error).__name__
 
 

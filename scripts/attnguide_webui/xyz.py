@@ -22,9 +22,15 @@ def set_override(p, method, slot, name, value):
 
 
 def register_axes(method):
-    """Add `method`'s axes to the X/Y/Z plot script once the UI is about to be built."""
-    from modules import script_callbacks
-    script_callbacks.on_before_ui(lambda: add_axes(method), name=f"attnguide {method} axes")
+    """Add `method`'s axes to the X/Y/Z plot script, once. Now, while our script file loads:
+    the X/Y/Z script (webui/scripts/xyz_grid.py) is loaded before any extension's
+    (modules/scripts.py list_scripts), and API-only A1111 (--nowebui) builds the scripts'
+    controls, which fix the axis list, before the on_before_ui callbacks run (webui.py
+    api_only: Api() then before_ui_callback). Only when the X/Y/Z script is not loaded yet
+    is it left to on_before_ui (the gradio UI runs those before it builds the controls)."""
+    if add_axes(method) is None:
+        from modules import script_callbacks
+        script_callbacks.on_before_ui(lambda: add_axes(method), name=f"attnguide {method} axes")
 
 
 def _xyz_module():
@@ -36,9 +42,10 @@ def _xyz_module():
 
 
 def add_axes(method):
+    """The axes added now (none if they are there already); None while no X/Y/Z script is loaded."""
     xyz = _xyz_module()
     if xyz is None:
-        return []
+        return None
     spec = METHODS[method]
     known = {option.label for option in xyz.axis_options}
     added = []

@@ -153,6 +153,7 @@ class SDModel(torch.nn.Module):
         self.parameterization = "eps"
         self.cond_stage_key = "txt"
         self.embeddings = {}  # text -> (tokens, dim): the "text encoder" of get_learned_conditioning
+        self.cond_stage_model = TextModel([])  # the hijacked CLIP's tokenizer (sd_hijack.py); its words come as seen
         self.encoded = []
 
     def get_learned_conditioning(self, prompts):  # LatentDiffusion.get_learned_conditioning: one row per prompt
@@ -320,12 +321,24 @@ class CFGDenoiserTimesteps(CFGDenoiser):  # modules/sd_samplers_timesteps.py:47
 
 # --- samplers --------------------------------------------------------------------------------------------
 
-class Sampler:
-    """sd_samplers_common.Sampler (:230): initialize (:286) sets model_wrap_cfg.p and step,
-    launch_sampling (:265) sets the step counts and turns an interrupt into the last latent."""
+class SamplerData:  # sd_samplers_common.py:14 (name, constructor, aliases, options): what create_sampler attaches
+    def __init__(self, name):
+        self.name, self.aliases, self.options = name, [], {}
 
-    def __init__(self, shared, callbacks, denoiser_class, func, funcname):
-        self.shared, self.func, self.funcname = shared, func, funcname  # :236 (funcname), kdiffusion.py:79 (func)
+
+class Sampler:
+    """sd_samplers_common.Sampler (:230) made as sd_samplers.create_sampler (:33-44) makes it for
+    the sampler the user picked (`label`, a key of SAMPLERS): funcname kept as the table gives it
+    (:231: a str for k-diffusion, the function itself for the timestep samplers), func looked up
+    for a str (sd_samplers_kdiffusion.py:74), config = the SamplerData. initialize (:286) sets
+    model_wrap_cfg.p and step, launch_sampling (:265) sets the step counts and turns an interrupt
+    into the last latent. tests/a1111/test_double_agrees.py holds SAMPLERS against the real tables."""
+
+    def __init__(self, shared, callbacks, label):
+        kind, funcname = SAMPLERS[label]
+        self.shared, self.funcname, self.config = shared, funcname, SamplerData(label)
+        self.func = funcname if callable(funcname) else K_SAMPLING[funcname]
+        denoiser_class = CFGDenoiserKDiffusion if kind == "k-diffusion" else CFGDenoiserTimesteps
         self.model_wrap_cfg = denoiser_class(shared, self, callbacks)
         self.sampler_extra_args, self.last_latent = None, None
 
@@ -365,7 +378,7 @@ def ddim_timesteps(steps):  # sd_samplers_timesteps.py:86 get_timesteps
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
 
 
-def sample_ddim(model, x, timesteps=None, extra_args=None, callback=None):  # modules/sd_samplers_timesteps_impl.py:11, eta = 0
+def ddim(model, x, timesteps=None, extra_args=None, callback=None):  # modules/sd_samplers_timesteps_impl.py:11, eta = 0
     alphas_cumprod = model.inner_model.inner_model.alphas_cumprod
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], pad=(1, 0))].to(torch.float64)
@@ -378,6 +391,13 @@ def sample_ddim(model, x, timesteps=None, extra_args=None, callback=None):  # mo
         x = math.sqrt(a_prev) * pred_x0 + math.sqrt(1 - a_prev) * e_t
         callback(i)
     return x
+
+
+sample_ddim = ddim
+K_SAMPLING = {"sample_euler": sample_euler}  # k_diffusion.sampling, by name
+# label -> (kind, funcname as the real tables hand it to the constructor): sd_samplers_kdiffusion.py:14-36,
+# sd_samplers_timesteps.py:11-16
+SAMPLERS = {"Euler": ("k-diffusion", "sample_euler"), "DDIM": ("timesteps", ddim)}
 
 
 # --- modules.scripts and processing ------------------------------------------------------------------------

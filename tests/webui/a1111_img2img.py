@@ -36,8 +36,8 @@ def install_common(host):
 class KDiffusionSampler(a1.Sampler):
     """modules/sd_samplers_kdiffusion.py:67 KDiffusionSampler with a given sigma schedule."""
 
-    def __init__(self, shared, callbacks, func, funcname, sigmas):
-        super().__init__(shared, callbacks, a1.CFGDenoiserKDiffusion, func, funcname)
+    def __init__(self, shared, callbacks, label, sigmas):
+        super().__init__(shared, callbacks, label)
         self.schedule = sigmas
 
     def get_sigmas(self, p, steps):  # :79 (the schedule of `steps` steps; here the one given)

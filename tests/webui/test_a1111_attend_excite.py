@@ -57,26 +57,6 @@ def test_words_are_found_with_the_prompts_tokenizer(models, host):
     assert leftovers(models[0], host) == []
 
 
-def test_unserved_sampler_is_said_and_nothing_changes(models, host, caplog):
-    noise, cond, uncond = inputs(1)
-    runner_args = {TITLE: ae_args()}
-    import webui_case
-    original = a1.Sampler.__init__
-
-    def as_plms(self, shared, callbacks, denoiser_class, func, funcname):
-        original(self, shared, callbacks, denoiser_class, func, "plms" if funcname == "ddim" else funcname)
-
-    a1.Sampler.__init__ = as_plms
-    try:
-        out, p, runner = generate(host, runner_args, "ddim", 7.5, 1, cond, uncond, noise)
-    finally:
-        a1.Sampler.__init__ = original
-    plain, _, _ = generate(host, {}, "ddim", 7.5, 1, cond, uncond, noise)
-    assert "sampler plms is not served" in refused(p, runner) and torch.equal(out, plain)
-    assert any("sampler plms is not served" in r.getMessage() for r in caplog.records)
-    assert webui_case.leftovers(models[0], host) == []
-
-
 def test_hires_pass_policy(models, host):
     """With hires fix every pass gets its own hooks (the first pass's are gone before the second
     starts); Attend-and-Excite skips the second pass, SAG runs in it."""

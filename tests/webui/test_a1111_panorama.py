@@ -73,12 +73,3 @@ def test_interrupt_returns_the_whole_latent(models, host):
     host.shared.state.interrupt_at = None
     assert out.shape == noise.shape
     assert "forward" not in p.sampler.model_wrap_cfg.__dict__ and leftovers(models[0], host) == []
-
-
-def test_bad_settings_are_reported(models, host):
-    noise, cond, uncond = wide_inputs(1)
-    _, p, runner = generate(host, {TITLE: pano_args(stride=60)}, "euler", 7.5, 1, cond, uncond, noise)
-    assert "stride: 60 px is not a multiple of 8 px" in refused(p, runner)
-    _, p, runner = generate(host, {TITLE: pano_args(window=64, stride=128)}, "euler", 7.5, 1, cond, uncond, noise)
-    assert "larger than the window" in refused(p, runner)
-    assert leftovers(models[0], host) == []

@@ -64,7 +64,7 @@ def img2img(h, args, latents, cond, uncond, cfg=7.5, fail_at=None, interrupt_at=
     p.init_latent = latents / schedule.scale_out
     p.c, p.uc = a1.conditioning(cond), a1.unconditioning(uncond)
     p.image_conditioning = latents.new_zeros(latents.shape[0], 5, 1, 1)
-    p.sampler = sampler = i2i.KDiffusionSampler(h.shared, h.callbacks, a1.sample_euler, "sample_euler", schedule.sigmas)
+    p.sampler = sampler = i2i.KDiffusionSampler(h.shared, h.callbacks, "Euler", schedule.sigmas)
     if other_extension is not None:
         other_extension(sampler)
     h.shared.state.interrupt_at = interrupt_at
@@ -175,10 +175,11 @@ def test_timestep_sampler_and_txt2img_are_said(models, host, caplog):
     latents, cond, uncond = inputs(1)
     runner = a1.ScriptRunner(host.classes, is_img2img=True)
     p = a1.Processing(host.shared.sd_model, runner, runner.defaults(), steps=4)
-    p.sampler = a1.Sampler(host.shared, host.callbacks, a1.CFGDenoiserTimesteps, a1.sample_ddim, "ddim")
+    p.sampler = a1.Sampler(host.shared, host.callbacks, "DDIM")
     p.init_latent = latents
     script.process_before_every_sampling(p, *p2pz_args(), x=latents)
-    assert any("timestep sampler" in r.getMessage() and "pick Euler" in r.getMessage() for r in caplog.records)
+    assert any("sampler DDIM is a timestep sampler" in r.getMessage() and "pick Euler" in r.getMessage()
+               for r in caplog.records)
     p.init_latent = None
     script.process_before_every_sampling(p, *p2pz_args(), x=latents)
     assert any("off in txt2img" in r.getMessage() for r in caplog.records)

@@ -231,14 +231,6 @@ def test_xyz_axes_override_and_enable(host):
     assert cell.extra_generation_params["AttnGuide SAG scale"] == 0.25
 
 
-def test_bad_layer_is_reported_and_nothing_is_hooked(models, host):
-    noise, cond, uncond = inputs(1)
-    out, p, runner = generate(host, {SAG_TITLE: sag_args(layer="m7")}, "euler", 7.5, 1, cond, uncond, noise)
-    error = refused(p, runner)
-    assert "layer: 'm7' names no attention layer" in error and "Valid layers" in error
-    assert leftovers(models[0], host) == []
-
-
 def test_skipped_uncond_rows_keep_the_layout(models, host):
     """A1111's NGMS (s_min_uncond) drops the uncond rows of every other step after the callback
     (sd_samplers_cfg_denoiser.py:224-231): PAG's rows in the middle survive, SAG finds its

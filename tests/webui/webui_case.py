@@ -102,10 +102,7 @@ def generate(h, args, kind="euler", cfg=7.5, batch=1, cond=None, uncond=None, no
     sd_model = h.shared.sd_model
     p = a1.Processing(sd_model, runner, script_args, cfg_scale=cfg, steps=STEPS, prompt=prompt)
     schedule = a1111_schedule(kind, sd_model.alphas_cumprod)
-    if kind == "euler":
-        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserKDiffusion, a1.sample_euler, "sample_euler")
-    else:
-        sampler = a1.Sampler(h.shared, h.callbacks, a1.CFGDenoiserTimesteps, a1.sample_ddim, "ddim")
+    sampler = a1.Sampler(h.shared, h.callbacks, "Euler" if kind == "euler" else "DDIM")
     conditioning = a1.conditioning(cond, weights)
     unconditioning = a1.unconditioning(uncond)
 
