@@ -3,7 +3,9 @@ checkout of the pack as an extension, driven through its HTTP API. Nothing of th
 repository: the host folder and its venv come from the environment (see tests/forge_webui/setup_forge.sh).
 
 Each server gets its own --data-dir in a temporary folder: extensions/attnguide is a fresh copy of this
-checkout, so the tests always run the code under test; the host's config, outputs and caches land there too.
+checkout, so the tests always run the code under test (ATTNGUIDE_WEBUI_PACK: another checkout of the pack to
+install instead, e.g. an older commit, to see a test fail on it); the host's config, outputs and caches land
+there too.
 """
 import base64
 import io
@@ -47,7 +49,8 @@ class WebUIServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = Path(tempfile.mkdtemp(prefix="attnguide-webui-"))
-        shutil.copytree(ROOT, self.data / "extensions" / "attnguide", ignore=COPY_IGNORE)
+        pack = Path(os.environ.get("ATTNGUIDE_WEBUI_PACK") or ROOT)
+        shutil.copytree(pack, self.data / "extensions" / "attnguide", ignore=COPY_IGNORE)
         self.log_path = self.data / "server.log"
         self.process = None
 
