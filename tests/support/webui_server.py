@@ -8,6 +8,7 @@ install instead, e.g. an older commit, to see a test fail on it); the host's con
 there too.
 """
 import base64
+import hashlib
 import io
 import json
 import os
@@ -110,11 +111,18 @@ class WebUIServer:
             return e.code, {"error": e.read()[:4000].decode(errors="replace")}
 
 
+class Pixels(bytes):
+    """Raw RGB bytes that print as a short digest in assertion messages."""
+
+    def __repr__(self):
+        return f"<image {hashlib.sha256(self).hexdigest()[:12]}, {len(self)} bytes>"
+
+
 def pixels(image_b64):
     """An answer's image as raw RGB bytes (the PNG's text chunks, which hold the infotext, left out)."""
     from PIL import Image
     with Image.open(io.BytesIO(base64.b64decode(image_b64.split(",", 1)[-1]))) as image:
-        return image.convert("RGB").tobytes()
+        return Pixels(image.convert("RGB").tobytes())
 
 
 def info(answer):
