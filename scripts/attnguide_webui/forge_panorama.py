@@ -12,11 +12,12 @@ it returns model options without pre-/post-CFG functions whose UNet wrapper answ
 with the blended prediction (forge_router.RESULT_KEY), so CFG of equal cond and uncond gives it
 back unchanged. The methods' modifiers do nothing outside a window (forge_router.modifier_step).
 """
-from ...attention.attn1_replace import chain_foreign
-from ...attention.router import ROUTER_KEY, STEP_KEY, Method, step_context
+from ...attention.router import ROUTER_KEY, Method, step_context
 from ...guidance import panorama as pano
 from .forge_params import method_key
-from .forge_router import RESULT_KEY, WINDOW_KEY, Window, _host_kernel, host, install, runs_per_window, schedule_of
+from .forge_pix2pix_zero import PANORAMA_REFUSAL
+from .forge_router import (RESULT_KEY, WINDOW_KEY, Window, has_method, host, install, open_step, runs_per_window,
+                           schedule_of)
 
 LATENT_SCALE = 8  # pixels per latent position of the SD1.x/SD2.x/SDXL VAEs
 RUN_KEY = "attnguide_panorama"
@@ -30,6 +31,8 @@ def native_window(patcher):
 def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None):
     window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
                                                LATENT_SCALE, native_window(patcher))
+    if has_method(patcher, "p2pz."):
+        raise ValueError("Panorama: " + PANORAMA_REFUSAL)
     m = patcher.clone()
     install(m, Method(method_key(m, "panorama")), sigmas)
     mo = m.model_options
@@ -61,10 +64,9 @@ class Tiler:
         blend = pano.Blend(x)
         for i in range(0, len(windows), self.batch):
             group = windows[i:i + self.batch]
-            ctx = router.begin_step(timestep, sigmas, float(cond_scale))
-            ctx.run = outer.run.setdefault((RUN_KEY, i), {}) if outer.run is not None else None
-            window_to = chain_foreign({**to, STEP_KEY: ctx, WINDOW_KEY: Window(group, height, width)}, router,
-                                      _host_kernel)
+            run = outer.run.setdefault((RUN_KEY, i), {}) if outer.run is not None else None  # per window batch
+            window_to = open_step(to, router, timestep, sigmas, cond_scale, run,
+                                  **{WINDOW_KEY: Window(group, height, width)})
             args = (model, pano.crop(x, group), timestep.repeat(len(group)), uncond, cond, cond_scale,
                     {**model_options, "transformer_options": window_to}, seed)
             for modifier in modifiers:

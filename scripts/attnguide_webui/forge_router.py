@@ -73,10 +73,18 @@ def runs_per_window(modifier):
     return bool(getattr(getattr(modifier, "__self__", None), "runs_per_window", False))
 
 
+def _has(router, prefix):
+    return router is not None and any(m.key.startswith(prefix) for m in router.methods)
+
+
+def has_method(patcher, prefix):
+    """Whether `patcher`'s router holds a method whose key starts with `prefix` ('panorama.')."""
+    return _has(patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY), prefix)
+
+
 def _panorama_outside_window(model_options):
     to = model_options.get("transformer_options", {})
-    router = to.get(ROUTER_KEY)
-    return WINDOW_KEY not in to and router is not None and any(m.key.startswith("panorama.") for m in router.methods)
+    return WINDOW_KEY not in to and _has(to.get(ROUTER_KEY), "panorama.")
 
 
 def modifier_step(model_options, cond, unknown_sigmas):
@@ -160,14 +168,21 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
     state = runs.at(timestep)
     sigmas = schedule_of(model_options)
-    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
-    ctx.run = state
+    to = open_step(to, router, timestep, sigmas, cond_scale, state)
     if sigmas is None:
-        warn_once(ctx, "attnguide: the sampler's sigmas are unknown (a timestep sampler, or the script passed no "
-                       "'sigmas'): every evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
-                       "Attend-and-Excite's steps do not advance.")
-    to = chain_foreign({**to, STEP_KEY: ctx}, router, _host_kernel)  # e.g. set_model_replace_all after ours: both run
+        warn_once(to[STEP_KEY], "attnguide: the sampler's sigmas are unknown (the script passed no 'sigmas'): every "
+                                "evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
+                                "Attend-and-Excite's steps do not advance.")
     return model, x, timestep, uncond, cond, cond_scale, {**model_options, "transformer_options": to}, seed
+
+
+def open_step(to, router, timestep, sigmas, cond_scale, run, **extra):
+    """transformer_options `to` with a new StepContext of `router` for an evaluation at `timestep`
+    (its per-run state `run`) and `extra` entries; another extension's attn1 patch set after ours
+    (e.g. set_model_replace_all) is chained so both run."""
+    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
+    ctx.run = run
+    return chain_foreign({**to, STEP_KEY: ctx, **extra}, router, _host_kernel)
 
 
 class Rows:
