@@ -21,7 +21,7 @@
             each chunk is <|startoftext|>, 75 tokens or padding, <|endoftext|>).
 """
 from ...guidance.timestep_schedule import sigmas_at, timestep_sigmas
-from .webui_samplers import excite_refusal, sampler_name
+from .webui_samplers import excite_refusal, function_name
 
 
 def host_params(p, method):
@@ -71,7 +71,7 @@ def _timestep_schedule(sampler, p, steps, t_enc):
     if t_enc is not None:
         timesteps = timesteps[:t_enc]  # CompVisSampler.sample_img2img's timesteps_sched
     alphas_cumprod = sampler.model_wrap_cfg.inner_model.inner_model.alphas_cumprod  # what its forward reads
-    if sampler_name(sampler) == "unipc":
+    if function_name(sampler) == "unipc":
         return _unipc_schedule(timesteps, alphas_cumprod, t_enc is not None)
     return timestep_sigmas(timesteps, alphas_cumprod)
 

@@ -112,7 +112,7 @@ def test_step_windows_advance_with_timestep_samplers(webui, plain, sampler):
 
 def test_attend_and_excite_refuses_plms_in_the_info(webui, plain):
     image, extra = generate(webui, request("attend_excite", sampler_name="PLMS"))
-    assert "the sampler plms is not served" in (error_of(extra, "attend_excite") or ""), extra
+    assert "the sampler PLMS is not served" in (error_of(extra, "attend_excite") or ""), extra
     assert image == plain.plain(sampler_name="PLMS")
 
 
