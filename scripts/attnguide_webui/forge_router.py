@@ -255,9 +255,9 @@ def _extended(args, roles, labels, picks, total):
         for rows, spec in picks:
             part = t[rows]
             if text == "crossattn" and spec.crossattn is not None:
-                part = spec.crossattn.to(t).expand(part.shape[0], -1, -1)
+                part = pano.tile_batch(spec.crossattn.to(t), part.shape[0])  # a window batch repeats the images
             elif text == "y" and spec.vector is not None:
-                part = spec.vector.to(t).expand(part.shape[0], -1)
+                part = pano.tile_batch(spec.vector.to(t), part.shape[0])
             parts.append(part)
         return _cat_tokens(parts) if text == "crossattn" else torch.cat(parts)
 

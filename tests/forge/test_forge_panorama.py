@@ -92,3 +92,16 @@ def test_panorama_defaults_are_the_nodes_defaults(comfy):
     from attnguide.scripts.attnguide_webui.forge_params import DEFAULTS
     inputs = {i.id: i.default for i in Panorama.define_schema().inputs if i.id != "model"}
     assert DEFAULTS["panorama"] == inputs
+
+
+def test_panorama_with_sega_equals_nodes(sd1):
+    """SEGA's momentum and warmup are kept per window batch, as the node's run state is."""
+    import forge_double as F
+    from test_forge_sega import STEPS, build, forge_sega, sega_node
+    old = F.old_patcher(sd1)
+    stack, dicts = build(sd1, batch=2)
+    ours = forge_panorama(forge_sega(old, dicts), steps=STEPS, batch=2)
+    ref = panorama_node(sega_node(sd1, stack), batch=2)
+    ours, ref = run(ours, batch=2, shape=SHAPE, steps=STEPS, forge_path=True), run(ref, batch=2, shape=SHAPE, steps=STEPS)
+    assert rel(ours, ref) <= 1e-5
+    assert rel(run(panorama_node(sd1, batch=2), batch=2, shape=SHAPE, steps=STEPS), ref) >= 1e-3

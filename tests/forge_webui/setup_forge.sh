@@ -16,8 +16,10 @@
 #                                      (torch unpinned); run it with PYTHONPATH=$CPU_SHIM
 #   $HOSTS/webui/models/Stable-diffusion/tiny.safetensors   see make_tiny_forge_model.py
 #
-# Snapshots needed in $MIRROR/<owner>+<name>/repo: lllyasviel/stable-diffusion-webui-forge (or
-# Panchovix/stable-diffusion-webui-reForge) and lllyasviel/huggingface_guess.
+# Snapshots needed in $MIRROR/<owner>+<name>/repo: lllyasviel/stable-diffusion-webui-forge and
+# lllyasviel/huggingface_guess; for FLAVOR=reforge Panchovix/stable-diffusion-webui-reForge,
+# Stability-AI/stablediffusion, Stability-AI/generative-models and crowsonkb/k-diffusion (and FORGE_TINY,
+# the checkpoint of a Forge set-up).
 # Start the server (tests/forge_webui/conftest.py does this on a free port):
 #   cd $HOSTS/webui && PYTHONPATH=$CPU_SHIM $HOSTS/venv/bin/python launch.py --skip-prepare-environment \
 #     --skip-install --skip-torch-cuda-test --skip-version-check --skip-python-version-check --always-cpu \
@@ -54,9 +56,13 @@ extract() {  # extract <owner+name> <commit> <dest>: file by file (a snapshot ma
 
 W="$H/webui"
 extract "$SNAP" "$COMMIT" "$W"
-GUESS=$(sed -n "s/.*HUGGINGFACE_GUESS_HASH', \"\([0-9a-f]*\)\".*/\1/p" "$W/modules/launch_utils.py")
-if [ -n "$GUESS" ]; then
-  extract lllyasviel+huggingface_guess "$GUESS" "$W/repositories/huggingface_guess"
+pinned() { sed -n "s/.*$1', \"\([0-9a-f]*\)\".*/\1/p" "$W/modules/launch_utils.py"; }
+if [ "$FLAVOR" = forge ]; then
+  extract lllyasviel+huggingface_guess "$(pinned HUGGINGFACE_GUESS_HASH)" "$W/repositories/huggingface_guess"
+else  # reForge's repositories; its Stable Diffusion fork's commit is not in Stability-AI's history: A1111's commit
+  extract Stability-AI+stablediffusion cf1d67a6fd5ea1aa600c4df58e5b47da45f6bdbf "$W/repositories/stable-diffusion-stability-ai"
+  extract Stability-AI+generative-models "$(pinned STABLE_DIFFUSION_XL_COMMIT_HASH)" "$W/repositories/generative-models"
+  extract crowsonkb+k-diffusion "$(pinned K_DIFFUSION_COMMIT_HASH)" "$W/repositories/k-diffusion"
 fi
 mkdir -p "$W/repositories/stable-diffusion-webui-assets"
 
@@ -71,7 +77,9 @@ if [ ! -f "$H/venv/.ready" ]; then
   export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
   "$VP" -m pip install -q "torch==2.13.0" "torchvision==0.28.0" "setuptools>=77.0.3,<81"
   printf 'torch==2.13.0\ntorchvision==0.28.0\nsetuptools>=77.0.3,<81\n' > "$H/constraints.txt"
-  grep -v -E '^(torch\s*$|torchvision|setuptools==|xformers)' "$W/requirements_versions.txt" > "$H/requirements_host.txt"
+  # reForge pins a pydantic 1.10.15 wheel from GitHub: PyPI's 1.10.15 instead
+  grep -v -E '^(torch\s*$|torchvision|setuptools==|xformers|https://)' "$W/requirements_versions.txt" > "$H/requirements_host.txt"
+  grep -q 'pydantic-fixreforge' "$W/requirements_versions.txt" && echo 'pydantic==1.10.15' >> "$H/requirements_host.txt"
   # clip-anytorch: PyPI's copy of openai/CLIP, which launch_utils.py installs from a GitHub zip;
   # joblib: the built-in soft-inpainting script imports it; pytest: runs tests/forge_webui
   "$VP" -m pip install -q -c "$H/constraints.txt" -r "$H/requirements_host.txt" requests clip-anytorch==2.6.0 joblib pytest
@@ -91,7 +99,9 @@ git -C "$PACK" log -1 --format='%H %s' > "$W/extensions/attnguide.commit" 2>/dev
 
 # the tiny checkpoint, built with the host's own model classes
 CKPT="$W/models/Stable-diffusion/tiny.safetensors"
-if [ ! -f "$CKPT" ] || [ "$HERE/make_tiny_forge_model.py" -nt "$CKPT" ]; then
+if [ "$FLAVOR" = reforge ]; then  # the checkpoint a Forge set-up made (same ldm key layout; reForge detects SD1.5 alike)
+  cp "${FORGE_TINY:?set FORGE_TINY to the tiny.safetensors a Forge set-up made}" "$CKPT"
+elif [ ! -f "$CKPT" ] || [ "$HERE/make_tiny_forge_model.py" -nt "$CKPT" ]; then
   (cd "$W" && PYTHONPATH="$SHIM" "$H/venv/bin/python" "$HERE/make_tiny_forge_model.py" --webui "$W" --flavor "$FLAVOR" --out "$CKPT")
 fi
 echo "setup: ready in $H ($FLAVOR $(cut -c1-12 "$W/.snapshot"), pack $(cut -c1-12 "$W/extensions/attnguide.commit" 2>/dev/null))"
