@@ -42,6 +42,9 @@ def _server(host):
 def webui(request):
     server = _server(request.param).start()
     print(f"\n{request.param}: {server.snapshot}")
+    # reForge's default live preview ("Approx NN") downloads its weights at the first generation
+    status, answer = server.post("/sdapi/v1/options", {"live_previews_enable": False})
+    assert status == 200, answer
     try:
         yield server
     finally:

@@ -16,7 +16,7 @@ SETTINGS = {
     "pag": {"scale": 3.0, "layers": "d1"},
     "sega": {"concepts": [{"prompt": "a red hat", "warmup": 0}]},
     "attend_excite": {"words": "cat, frog", "thresholds": "0: 0.9", "max_excite_steps": "3"},
-    "panorama": {"window_width": 64, "window_height": 64, "stride": 32},
+    "panorama": {"window_width": 64, "window_height": 64, "stride": 32, "window_batch": 2},
     "pix2pix_zero": {"source": "a photo of a cat.\na photo of the cat.", "target": "a photo of a dog.\na photo of the dog."},
 }
 PANORAMA_SIZE = {"width": 128, "height": 64}

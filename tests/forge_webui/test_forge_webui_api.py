@@ -81,13 +81,15 @@ def test_stacked_methods_differ_from_each_alone(webui, plain):
     plain.assert_clean()
 
 
-@pytest.mark.parametrize("method", ["sag", "attend_excite"])
+@pytest.mark.parametrize("method", ["sag", "attend_excite", "sega"])
 def test_panorama_stacks_with_per_window_methods(webui, plain, method):
-    """SAG and Attend-and-Excite run per window with the panorama (as in ComfyUI), not refused."""
-    both, extra = generate(webui, request("panorama", method, **PANORAMA_SIZE))
+    """SAG, Attend-and-Excite and SEGA run per window with the panorama (as in ComfyUI), not refused; a batch
+    of 2 images in 2-window batches."""
+    fields = dict(PANORAMA_SIZE, batch_size=2)
+    both, extra = generate(webui, request("panorama", method, **fields))
     assert error_of(extra, "panorama") is None and error_of(extra, method) is None, extra
     assert method_keys(extra, method) and method_keys(extra, "panorama")
-    assert both != generate(webui, request("panorama", **PANORAMA_SIZE))[0], f"{method} did not change the panorama"
+    assert both != generate(webui, request("panorama", **fields))[0], f"{method} did not change the panorama"
     plain.assert_clean(**PANORAMA_SIZE)
 
 
