@@ -11,7 +11,7 @@ import dataclasses
 
 from ...attention.excite_forward import map_evaluator
 from ...attention.layers import is_unet
-from ...attention.router import ROUTER_KEY, Method, step_context
+from ...attention.router import Method, step_context
 from ...attention.unet_levels import cross_attention_levels, grid
 from ...guidance.attend_excite import ExciteSettings
 from ...guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
@@ -45,9 +45,6 @@ def apply_attend_excite(patcher, prompt, words, max_excite_steps, thresholds, sc
         indices = find_words(tokenize, prompt, words, " (the words are looked up in the generation's prompt)")
     until = parse_step(max_excite_steps, "max_excite_steps")
     steps_thresholds = parse_thresholds(thresholds)
-    router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
-    if router is not None and any(m.key.startswith("panorama.") for m in router.methods):
-        raise ValueError(f"{NAME} cannot run together with the panorama on Forge/reForge. Turn one of them off.")
     base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
                           int(max_refinement_iterations), float(smoothing_sigma))
     m = patcher.clone()
@@ -60,6 +57,8 @@ def apply_attend_excite(patcher, prompt, words, max_excite_steps, thresholds, sc
 
 
 class _Exciter:
+    runs_per_window = True  # with the panorama, each window batch is moved on its own (as the node)
+
     def __init__(self, key, base, until, thresholds, layers, downscale):
         self.key, self.base, self.until, self.thresholds = key, base, until, thresholds
         self.layers, self.downscale = layers, downscale

@@ -26,7 +26,7 @@ from ...guidance import pix2pix_zero as p2pz
 from ...methods.pix2pix_zero import comparing, recording
 from .forge_grad import gradient_forward
 from .forge_params import method_key
-from .forge_router import host, install, modifier_step, post_cfg_last
+from .forge_router import has_method, host, install, modifier_step, post_cfg_last
 from .webui_text import one_window_sentences
 
 NAME = "Pix2Pix-Zero"
@@ -44,6 +44,8 @@ def apply_pix2pix_zero(patcher, source, target, guidance_amount, seed, lambda_au
     if encode is None:
         raise ValueError(f"{NAME}: no text encoder; the WebUI script passes params['encode'] (texts -> conditioning, "
                          "like sd_model.get_learned_conditioning).")
+    if has_method(patcher, "panorama."):
+        raise ValueError(PANORAMA_REFUSAL)
     direction = p2pz.edit_direction(_encode(encode, source, "source"), _encode(encode, target, "target"))
     settings = p2pz.InversionSettings(float(lambda_auto_corr), float(lambda_kl), int(regularization_steps),
                                       int(auto_corr_rolls))
@@ -55,6 +57,10 @@ def apply_pix2pix_zero(patcher, source, target, guidance_amount, seed, lambda_au
     m.model_options["conditioning_modifiers"] = m.model_options["conditioning_modifiers"] + [editor.step]
     m.set_model_sampler_post_cfg_function(editor.result)
     return m
+
+
+PANORAMA_REFUSAL = (f"{NAME} cannot run together with the panorama on Forge/reForge (it inverts and edits the whole "
+                    "latent, the panorama evaluates windows). Turn one of them off.")
 
 
 def _encode(encode, text, name):

@@ -14,6 +14,8 @@ this glue uses only what both have had from the start:
                              replace patch that was there (or that another extension sets
                              later, e.g. Forge's set_model_replace_all) is chained, not dropped;
   post-CFG functions      -> the methods' guidance, with run_extra for extra model calls.
+With the panorama (forge_panorama) each window batch is a whole evaluation of its own: the
+methods' modifiers (runs_per_window) run there, not on the full latent (modifier_step).
 Nothing is global and nothing touches modules: all of it lives in the clone's model_options.
 """
 import logging
@@ -24,10 +26,13 @@ import torch
 from ...attention import model_calls
 from ...attention.attn1_replace import RoutedAttn1Replace, chain_foreign
 from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
+from ...guidance import panorama as pano
 from .forge_host import host_of
 
 HOST_KEY = "attnguide_forge_host"
 RUNS_KEY = "attnguide_forge_runs"
+WINDOW_KEY = "attnguide_forge_window"  # in a panorama window's evaluation: its Window
+RESULT_KEY = "attnguide_forge_result"  # after the windows: the blended prediction every UNet call returns
 COND_LABEL = 0
 _LOG = logging.getLogger("attnguide")
 
@@ -52,12 +57,42 @@ def schedule_of(model_options):
     return sigmas if sigmas is not None or runs is None else runs.schedule
 
 
+class Window:
+    """The window batch a panorama evaluation runs: `group` (guidance.panorama.Window list) of a
+    (height, width) latent."""
+
+    def __init__(self, group, height, width):
+        self.group, self.height, self.width = group, height, width
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def runs_per_window(modifier):
+    """Whether a conditioning modifier is a method's that the panorama runs in every window."""
+    return bool(getattr(getattr(modifier, "__self__", None), "runs_per_window", False))
+
+
+def _has(router, prefix):
+    return router is not None and any(m.key.startswith(prefix) for m in router.methods)
+
+
+def has_method(patcher, prefix):
+    """Whether `patcher`'s router holds a method whose key starts with `prefix` ('panorama.')."""
+    return _has(patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY), prefix)
+
+
+def _panorama_outside_window(model_options):
+    to = model_options.get("transformer_options", {})
+    return WINDOW_KEY not in to and _has(to.get(ROUTER_KEY), "panorama.")
+
+
 def modifier_step(model_options, cond, unknown_sigmas):
     """(StepContext, the run's sigmas) for a method's conditioning modifier, or None where it does
-    nothing: outside a step, without conditional rows, or without sigmas (then `unknown_sigmas`
-    is logged once per generation)."""
+    nothing: outside a step, without conditional rows, on the full latent of a panorama (it runs in
+    the windows), or without sigmas (then `unknown_sigmas` is logged once per generation)."""
     ctx = step_context(model_options)
-    if ctx is None or not cond:
+    if ctx is None or not cond or _panorama_outside_window(model_options):
         return None
     sigmas = schedule_of(model_options)
     if sigmas is None:
@@ -133,14 +168,21 @@ def _begin_step(model, x, timestep, uncond, cond, cond_scale, model_options, see
         return model, x, timestep, uncond, cond, cond_scale, model_options, seed
     state = runs.at(timestep)
     sigmas = schedule_of(model_options)
-    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
-    ctx.run = state
+    to = open_step(to, router, timestep, sigmas, cond_scale, state)
     if sigmas is None:
-        warn_once(ctx, "attnguide: the sampler's sigmas are unknown (a timestep sampler, or the script passed no "
-                       "'sigmas'): every evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
-                       "Attend-and-Excite's steps do not advance.")
-    to = chain_foreign({**to, STEP_KEY: ctx}, router, _host_kernel)  # e.g. set_model_replace_all after ours: both run
+        warn_once(to[STEP_KEY], "attnguide: the sampler's sigmas are unknown (the script passed no 'sigmas'): every "
+                                "evaluation counts as step 0 of 1, so step windows, SEGA's warmup and "
+                                "Attend-and-Excite's steps do not advance.")
     return model, x, timestep, uncond, cond, cond_scale, {**model_options, "transformer_options": to}, seed
+
+
+def open_step(to, router, timestep, sigmas, cond_scale, run, **extra):
+    """transformer_options `to` with a new StepContext of `router` for an evaluation at `timestep`
+    (its per-run state `run`) and `extra` entries; another extension's attn1 patch set after ours
+    (e.g. set_model_replace_all) is chained so both run."""
+    ctx = router.begin_step(timestep, sigmas, float(cond_scale))
+    ctx.run = run
+    return chain_foreign({**to, STEP_KEY: ctx, **extra}, router, _host_kernel)
 
 
 class Rows:
@@ -152,25 +194,29 @@ class Rows:
 
 
 class UnetWrapper:
-    """model_function_wrapper: the extra rows join the step's first call with the cond rows. A tiler
-    (panorama) gets every call after that, extra rows included: tiler(call, args) -> output."""
+    """model_function_wrapper: the extra rows join the step's first call with the cond rows. In a
+    panorama window, per-pixel conditioning (inpainting's concat latent) is cropped to the windows;
+    after the windows, every call answers the blended prediction."""
 
-    def __init__(self, previous, tiler=None):
-        self.previous, self.tiler = previous, tiler
+    def __init__(self, previous):
+        self.previous = previous
 
     def __deepcopy__(self, memo):
         return self
 
     def _call(self, apply_model, args):
+        window = args["c"].get("transformer_options", {}).get(WINDOW_KEY)
+        if window is not None:
+            args = _cropped(args, window)
         if self.previous is not None:
-            call = lambda a: self.previous(apply_model, a)
-        else:
-            call = lambda a: apply_model(a["input"], a["timestep"], **a["c"])
-        return call(args) if self.tiler is None else self.tiler(call, args)
+            return self.previous(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **args["c"])
 
     def __call__(self, apply_model, args):
         c = args["c"]
         to = c.get("transformer_options", {})
+        if RESULT_KEY in to:
+            return torch.cat([to[RESULT_KEY].to(args["input"])] * len(args["cond_or_uncond"]))
         ctx, router = to.get(STEP_KEY), to.get(ROUTER_KEY)
         if ctx is None or router is None or ROLES_KEY in to:
             return self._call(apply_model, args)
@@ -209,9 +255,9 @@ def _extended(args, roles, labels, picks, total):
         for rows, spec in picks:
             part = t[rows]
             if text == "crossattn" and spec.crossattn is not None:
-                part = spec.crossattn.to(t).expand(part.shape[0], -1, -1)
+                part = pano.tile_batch(spec.crossattn.to(t), part.shape[0])  # a window batch repeats the images
             elif text == "y" and spec.vector is not None:
-                part = spec.vector.to(t).expand(part.shape[0], -1)
+                part = pano.tile_batch(spec.vector.to(t), part.shape[0])
             parts.append(part)
         return _cat_tokens(parts) if text == "crossattn" else torch.cat(parts)
 
@@ -257,10 +303,30 @@ def relabelled(to, labels):
     return to
 
 
-def set_tiler(patcher, tiler):
-    """Give `patcher`'s (a clone with the router installed) UNet calls to `tiler` (see UnetWrapper)."""
-    current = patcher.model_options["model_function_wrapper"]
-    patcher.model_options["model_function_wrapper"] = UnetWrapper(current.previous, tiler)
+def _cropped(args, window):
+    """A window call's arguments with the full-size per-pixel tensors of c cut to its windows."""
+    c = args["c"]
+    if c.get("control") is not None:
+        raise ValueError("Panorama: ControlNet is not cut into windows on Forge/reForge yet; turn ControlNet "
+                         "off or the panorama off.")
+    n, rows = len(window.group), args["input"].shape[0]
+    new_c = {}
+    for name, value in c.items():
+        if (isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] == rows and rows % n == 0
+                and tuple(value.shape[-2:]) == (window.height, window.width)):
+            new_c[name] = _crop_chunks(value, window.group, len(args["cond_or_uncond"]))
+        else:
+            new_c[name] = value
+    return {**args, "c": new_c}
+
+
+def _crop_chunks(value, group, chunks):
+    """value: `chunks` label chunks, each the image rows repeated once per window; each chunk cut
+    into the windows (window-major), as the window's x is."""
+    n = len(group)
+    per_chunk = value.shape[0] // chunks
+    images = per_chunk // n
+    return torch.cat([pano.crop(part[:images], group) for part in value.split(per_chunk)])
 
 
 def _cat_tokens(parts):

@@ -1,5 +1,4 @@
 """Self-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sag.py)."""
-from ...attention.router import ROUTER_KEY
 from ...attention.step_window import Schedule
 from ...methods.sag import sag_layer, sag_method
 from .forge_params import layers_of, method_key
@@ -9,10 +8,6 @@ from .forge_router import install, run_extra
 def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_percent, sigmas=None):
     selected = sag_layer(layers_of(patcher, layer, "layer", "Self-Attention Guidance"), layer)
     schedule = Schedule(start_percent, end_percent)
-    router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
-    if router is not None and any(m.key.startswith("panorama.") for m in router.methods):
-        raise ValueError("Self-Attention Guidance cannot run together with the panorama on Forge/reForge (it needs "
-                         "one attention map per image; the panorama evaluates windows). Turn one of them off.")
     m = patcher.clone()
     if scale == 0:
         return m

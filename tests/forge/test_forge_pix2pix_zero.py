@@ -81,3 +81,18 @@ def test_bad_input_is_said(sd1):
         forge_backend.apply("pix2pix_zero", old, {**base, "target": "a horse.", "source": SOURCE})
     with pytest.raises(ValueError, match="unknown parameter"):
         forge_backend.apply("pix2pix_zero", old, {**base, "caption": "x"})
+
+
+def test_refused_together_with_the_panorama(sd1):
+    """It inverts and edits the whole latent; the panorama evaluates windows: either order says so."""
+    import forge_double as F
+    from attnguide.scripts.attnguide_webui import forge_backend
+    old = F.old_patcher(sd1)
+    pos, _ = H.conds(sd1, 1)
+    p2pz = dict(source=SOURCE, target=TARGET, sigmas=F.schedule(sd1, STEPS), init_latent=torch.zeros(1, 4, 16, 16),
+                encode=encoder(embeddings(pos[0][0].shape[-1])))
+    pano = dict(window_width=64, window_height=64, stride=32)
+    with pytest.raises(ValueError, match="cannot run together with the panorama"):
+        forge_backend.apply("pix2pix_zero", forge_backend.apply("panorama", old, pano), p2pz)
+    with pytest.raises(ValueError, match="Panorama: Pix2Pix-Zero cannot run together with the panorama"):
+        forge_backend.apply("panorama", forge_backend.apply("pix2pix_zero", old, p2pz), pano)

@@ -32,8 +32,53 @@ def test_schedules_of_txt2img_img2img_and_hires():
     assert len(webui().schedule(img2img, setup_img2img_steps)) == 5 + 1 + 1  # t_enc + 1 steps run, plus sigma 0
     hires = types.SimpleNamespace(**{**base, "is_hr_pass": True, "hr_second_pass_steps": 4})
     assert webui().schedule(hires, setup_img2img_steps) == Sampler().get_sigmas(None, 8)[8 - 3 - 1:]
-    timestep = types.SimpleNamespace(**{**base, "sampler": object()})
-    assert webui().schedule(timestep) is None
+    unknown = types.SimpleNamespace(**{**base, "sampler": object()})
+    assert webui().schedule(unknown) is None
+
+
+def ddim(model, x, timesteps):  # the timestep samplers keep their function as `funcname`
+    return x
+
+
+def plms(model, x, timesteps):
+    return x
+
+
+class TimestepSampler:
+    """Forge's CompVisSampler (modules/sd_samplers_timesteps.py:49-70): get_timesteps, and the alphas
+    its CFGDenoiserTimesteps reads (1 / (predictor.sigmas ** 2 + 1))."""
+
+    def __init__(self, func):
+        self.funcname = self.func = func
+        sigmas = torch.linspace(0.03, 14.6, 1000)
+        inner = types.SimpleNamespace(inner_model=types.SimpleNamespace(alphas_cumprod=1.0 / (sigmas ** 2 + 1)))
+        self.model_wrap_cfg = types.SimpleNamespace(inner_model=inner)
+        self.sigmas = sigmas
+
+    def get_timesteps(self, p, steps):
+        return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
+
+
+def test_timestep_sampler_schedule_is_the_sigmas_of_its_timesteps():
+    """DDIM evaluates timesteps[-1] .. timesteps[1] and ends at timesteps[0]; Forge's CFGDenoiser hands the
+    model the sigma sqrt((1 - abar) / abar) of each; img2img runs timesteps[:t_enc]."""
+    sampler = TimestepSampler(ddim)
+    base = dict(sampler=sampler, steps=4, denoising_strength=0.5, hr_second_pass_steps=0, is_hr_pass=False)
+    sigmas = webui().schedule(types.SimpleNamespace(**base))
+    assert torch.allclose(sigmas, sampler.sigmas[[751, 501, 251, 1]], rtol=1e-5)
+    img2img = types.SimpleNamespace(**{**base, "steps": 10}, init_images=["image"])
+    sigmas = webui().schedule(img2img, setup_img2img_steps)  # t_enc 5 of 10: timesteps 401, 301, 201, 101 -> 1
+    assert torch.allclose(sigmas, sampler.sigmas[[401, 301, 201, 101, 1]], rtol=1e-5)
+
+
+def test_attend_excite_serves_ddim_and_refuses_the_other_timestep_samplers():
+    p = types.SimpleNamespace(sampler=TimestepSampler(ddim), steps=3, is_hr_pass=False,
+                              sd_model=types.SimpleNamespace(text_processing_engine=object()))
+    assert set(webui().host_params(p, "attend_excite")) == {"sigmas", "tokenize"}
+    p.sampler = TimestepSampler(plms)
+    import pytest
+    with pytest.raises(ValueError, match="the sampler plms is not served"):
+        webui().host_params(p, "attend_excite")
 
 
 class WordTokenizer:

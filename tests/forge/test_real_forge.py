@@ -106,3 +106,17 @@ def test_forge_input_patcher_untouched(pair):
     assert type(patched) is type(patcher) and patched is not patcher
     assert type(patched).__module__ in ("backend.patcher.unet", "modules_forge.unet_patcher")
     assert (dict(patcher.model_options), dict(patcher.model_options["transformer_options"])) == before
+
+
+def test_panorama_with_sag_and_attend_excite_on_forge_equals_nodes(pair):
+    """Each window batch is one whole evaluation through the host's own sampling_function_inner (Forge) or
+    samplers.sampling_function (reForge): Attend-and-Excite moves and SAG guides every window on its own."""
+    from test_forge_attend_excite import ARGS, excite_node
+    from test_forge_panorama import panorama_node
+    args = {**ARGS, "attention_downscale": 2}
+    params = dict(window_width=128, window_height=128, stride=64, wrap="none", weights="uniform", window_batch=2)
+    forge_patch = lambda p, s: apply("sag", apply("panorama", apply("attend_excite", p, s, **args), s, **params), s)
+    comfy_patch = lambda m: sag_node(panorama_node(excite_node(m, attention_downscale=2), wrap="none", batch=2))
+    forged, ref, plain = both(pair, forge_patch, comfy_patch, shape=(16, 24))
+    assert rel(forged, ref) <= 1e-5
+    assert rel(plain, ref) >= 1e-3
