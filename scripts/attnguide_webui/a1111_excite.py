@@ -20,17 +20,23 @@ from ...attention.cross_maps import MapStore
 from ...attention.step_window import step_index
 from ...attention.unet_levels import cross_attention_levels, grid
 from ...guidance.attend_excite import ExciteSettings, excite_latent
-from ...guidance.excite_inputs import match_words, parse_indices, parse_step, parse_thresholds, resolve
+from ...guidance.excite_inputs import (
+    match_words,
+    parse_indices,
+    parse_step,
+    parse_thresholds,
+    resolve,
+)
 from ...guidance.latent_update import moved_latent_denoised
 from .a1111_forward import InstanceForward, forwards_replaced, hand_back
 from .a1111_methods import NotServed
 from .a1111_router import attn1_module
-from .a1111_sampler import function_name, user_name
 from .a1111_space import space_for
 from .a1111_step import make_condition_dict, take_rows
+from .webui_samplers import function_name, user_name
 
 TITLE = "Attend-and-Excite (AttnGuide)"
-TIMESTEP_SAMPLERS = {"ddim"}  # function names (a1111_sampler.function_name)
+TIMESTEP_SAMPLERS = {"ddim"}  # function names (webui_samplers.function_name)
 _LOG = logging.getLogger("attnguide")
 
 
