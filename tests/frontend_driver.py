@@ -2,7 +2,7 @@
 Python (BROWSER_PYTHON), not the test's: it reads a JSON job on stdin and prints a JSON answer.
 
 Job: {"url", "chromium", "workflows": {name: workflow json}, "screenshot": optional {"workflow", "path",
-"width", "height"}}. Answer: {"frontend_version", "workflows": {name: {"nodes", "prompt", "errors"}}},
+"width", "height"} (a PNG of that workflow alone, framed, in a window of that size)}. Answer: {"frontend_version", "workflows": {name: {"nodes", "prompt", "errors"}}},
 where each node is what the frontend holds after app.loadGraphData: type, whether that type is
 registered, its widgets (name, type, value), its bounding box on the canvas, and "prompt" is
 app.graphToPrompt()'s API prompt, what the frontend would queue.
@@ -10,6 +10,7 @@ app.graphToPrompt()'s API prompt, what the frontend would queue.
 import json
 import sys
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 READ_GRAPH = """async () => {
@@ -21,6 +22,10 @@ READ_GRAPH = """async () => {
   return {nodes, prompt};
 }"""
 
+IMAGES_LOADED = """() => window.app.graph._nodes.every(n => !(n.widgets || []).some(w => w.name === 'upload')
+  || (n.imgs && n.imgs.length && n.imgs.every(i => i.complete)))"""
+
+# Fit the whole graph into the canvas element, `margin` screen pixels around it; returns the clip rectangle.
 FRAME = """(margin) => {
   const canvas = window.app.canvas, nodes = window.app.graph._nodes;
   const box = [Infinity, Infinity, -Infinity, -Infinity];
@@ -29,14 +34,19 @@ FRAME = """(margin) => {
     box[0] = Math.min(box[0], x); box[1] = Math.min(box[1], y);
     box[2] = Math.max(box[2], x + w); box[3] = Math.max(box[3], y + h);
   }
-  const el = canvas.canvas, ds = canvas.ds;
-  const scale = Math.min(el.clientWidth / (box[2] - box[0] + 2 * margin), el.clientHeight / (box[3] - box[1] + 2 * margin));
-  ds.scale = scale;
-  ds.offset[0] = -box[0] + margin + (el.clientWidth / scale - (box[2] - box[0] + 2 * margin)) / 2;
-  ds.offset[1] = -box[1] + margin + (el.clientHeight / scale - (box[3] - box[1] + 2 * margin)) / 2;
+  const rect = canvas.canvas.getBoundingClientRect(), bw = box[2] - box[0], bh = box[3] - box[1];
+  const scale = Math.min(1, (rect.width - 2 * margin) / bw, (rect.height - 2 * margin) / bh);
+  canvas.show_info = false;
+  canvas.low_quality_zoom_threshold = 0.2;  // newer frontends draw no text below 0.6 unless told
+  canvas.ds.scale = scale;
+  canvas.ds.offset[0] = margin / scale - box[0];
+  canvas.ds.offset[1] = margin / scale - box[1];
   canvas.setDirty(true, true);
-  canvas.draw(true, true);
+  return {x: rect.left, y: rect.top, width: Math.ceil(bw * scale + 2 * margin), height: Math.ceil(bh * scale + 2 * margin)};
 }"""
+# Only the graph: the canvas and the widgets the frontend lays over it (text boxes), no menus or panels.
+GRAPH_ONLY = ("body * { visibility: hidden !important; } "
+              "#graph-canvas, .dom-widget, .dom-widget * { visibility: visible !important; }")
 
 
 def open_frontend(browser, url, width, height):
@@ -54,7 +64,12 @@ def open_frontend(browser, url, width, height):
 def load(page, errors, workflow):
     del errors[:]
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
-    page.wait_for_timeout(300)
+    # Image inputs load their picture afterwards, and frontend 1.49 then grows the node to show it.
+    try:
+        page.wait_for_function(IMAGES_LOADED, timeout=15_000)
+    except PlaywrightTimeout:
+        pass  # a version that keeps no node.imgs: the pause below still lets most pictures arrive
+    page.wait_for_timeout(500)
     answer = page.evaluate(READ_GRAPH)
     answer["errors"] = list(errors)
     return answer
@@ -75,11 +90,10 @@ def main():
                 page.close()
                 page, errors = open_frontend(browser, job["url"], shot["width"], shot["height"])
                 load(page, errors, job["workflows"][shot["workflow"]])
-                for selector in shot.get("hide", []):
-                    page.add_style_tag(content=f"{selector} {{ visibility: hidden !important; }}")
-                page.evaluate(FRAME, shot.get("margin", 40))
-                page.wait_for_timeout(500)
-                page.screenshot(path=shot["path"], clip=shot.get("clip"))
+                page.add_style_tag(content=GRAPH_ONLY)
+                clip = page.evaluate(FRAME, shot.get("margin", 24))
+                page.wait_for_timeout(800)
+                page.screenshot(path=shot["path"], clip=clip)
         finally:
             browser.close()
     json.dump(out, sys.stdout)

@@ -148,7 +148,7 @@ def drive(url, workflows, screenshot=None, timeout=900):
     return json.loads(done.stdout)
 
 
-def screenshot(workflow, out, width=1600, height=760):
+def screenshot(workflow, out, width=2200, height=1000):
     """A PNG of the workflow as the frontend draws it, framed to fill the picture, reduced to a palette."""
     import tempfile
     from PIL import Image
@@ -158,7 +158,7 @@ def screenshot(workflow, out, width=1600, height=760):
         job = {"workflow": workflow.name, "path": str(raw), "width": width, "height": height}
         drive(server.url, {workflow.name: json.loads(workflow.read_text())}, screenshot=job)
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(raw).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        Image.open(raw).convert("RGB").quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     return out
 
 
@@ -167,8 +167,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Picture of a workflow in the real ComfyUI frontend (same env as the tests)")
     ap.add_argument("--screenshot", required=True, help="output PNG")
     ap.add_argument("workflow", type=Path)
-    ap.add_argument("--width", type=int, default=1600)
-    ap.add_argument("--height", type=int, default=760)
+    ap.add_argument("--width", type=int, default=2200, help="browser window (the graph is fitted into it)")
+    ap.add_argument("--height", type=int, default=1000)
     a = ap.parse_args()
     if missing():
         sys.exit(missing())
