@@ -2,10 +2,11 @@
 Python (BROWSER_PYTHON), not the test's: it reads a JSON job on stdin and prints a JSON answer.
 
 Job: {"url", "chromium", "workflows": {name: workflow json}, "screenshot": optional {"workflow", "path",
-"width", "height"} (a PNG of that workflow alone, framed, in a window of that size)}. Answer: {"frontend_version", "workflows": {name: {"nodes", "prompt", "errors"}}},
-where each node is what the frontend holds after app.loadGraphData: type, whether that type is
-registered, its widgets (name, type, value), its bounding box on the canvas, and "prompt" is
-app.graphToPrompt()'s API prompt, what the frontend would queue.
+"width", "height"}: a PNG of that workflow alone, framed, in a window of that size}.
+Answer: {"frontend_version", "workflows": {name: {"nodes", "prompt", "errors"}}}, where each node is
+what the frontend holds after app.loadGraphData: type, whether that type is registered, its widgets
+(name, type, value), its bounding box on the canvas; "prompt" is app.graphToPrompt()'s API prompt,
+what the frontend would queue; "errors" are the page's uncaught errors while loading.
 """
 import json
 import sys
