@@ -1,11 +1,15 @@
-"""example_workflows/*.json: UI-format workflows with consistent links, and our nodes'
-widgets_values in schema order. With COMFYUI_PATH set, the table below is checked against
-the real schemas and the built-in nodes' widget counts against the real ComfyUI."""
+"""example_workflows/*.json: UI-format workflows with consistent links, our nodes'
+widgets_values in schema order as the frontend reads them (with the control_after_generate value
+after a seed), and no two nodes on top of each other. With COMFYUI_PATH set, the table below is
+checked against the real schemas and the built-in nodes' widget counts against the real ComfyUI.
+tests/comfy/test_frontend_workflows.py checks the same files in the real frontend."""
 import json
 import os
 from pathlib import Path
 
 import pytest
+
+import workflow_widgets as W
 
 ROOT = Path(__file__).resolve().parents[2]  # not from conftest: tests/*/conftest.py share that module name
 
@@ -180,6 +184,10 @@ def test_links_are_consistent(path):
         assert nodes[src]["order"] < nodes[dst]["order"], f"link {link_id} runs against the execution order"
 
 
+def _inputs(node_type):
+    return [(name, type_, {}) for name, type_, *_ in WIDGETS[node_type]]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_our_widgets_match_the_schema(path):
     ours = [n for n in load(path)["nodes"] if n["type"].startswith("AttnGuide")]
@@ -187,14 +195,36 @@ def test_our_widgets_match_the_schema(path):
     for node in ours:
         spec = WIDGETS[node["type"]]
         values = node["widgets_values"]
-        assert len(values) == len(spec), f"{node['type']}: {len(values)} widget values for {len(spec)} widgets"
-        for value, (name, type_, _, lo, hi) in zip(values, spec):
+        names = W.widget_names(_inputs(node["type"]))
+        assert len(values) == len(names), f"{node['type']}: {len(values)} widget values for the widgets {names}"
+        data = iter(spec)
+        for name, value in zip(names, values):
+            if name == W.CONTROL:
+                assert value in W.CONTROL_VALUES, f"{node['type']}: control_after_generate={value!r}"
+                continue
+            name, type_, _, lo, hi = next(data)
             assert isinstance(value, PY_TYPES[type_]) and not isinstance(value, bool), f"{name}={value!r}"
             if lo is not None:
                 assert lo <= value <= hi, f"{name}={value} outside [{lo}, {hi}]"
         inputs, outputs = SOCKETS[node["type"]]
         assert [(i["name"], i["type"]) for i in node["inputs"]] == [(name, type_) for name, type_, _ in inputs]
         assert [o["type"] for o in node["outputs"]] == outputs
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_seeds_keep_their_control_value(path):
+    """The frontend adds a control_after_generate widget after an INT named seed or noise_seed; without
+    its saved value every later value slides one place (lambda_kl 5 instead of 20)."""
+    missing = [(n["id"], n["type"], W.missing_controls(_inputs(n["type"]), n["widgets_values"]))
+               for n in load(path)["nodes"] if n["type"] in WIDGETS]
+    assert [m for m in missing if m[2]] == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_nodes_overlap(path):
+    nodes = load(path)["nodes"]
+    boxes = {n["id"]: W.node_box(n["pos"], n["size"]) for n in nodes}
+    assert W.overlapping(boxes) == []
 
 
 def test_the_table_matches_the_real_schema():
@@ -232,8 +262,8 @@ def test_builtin_widget_counts_match_the_real_nodes(path):
         required = comfy_nodes.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()["required"]
         count, sockets = 0, []
         for name, (type_, *opts) in required.items():
-            if isinstance(type_, list) or type_ in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                count += 1 + bool(opts and opts[0].get("control_after_generate"))
+            if isinstance(type_, list) or type_ in W.WIDGET_TYPES:
+                count += 1 + W.has_control(name, type_, opts[0] if opts else None)
             else:
                 sockets.append(name)
         assert len(node["widgets_values"]) == count, node["type"]
