@@ -7,16 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import a1111_server
+from a1111_host import A1111
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webui"))
 import a1111_double as a1  # noqa: E402
 
 
 def real_samplers():
-    webui = a1111_server.require_a1111()
-    out = subprocess.run([str(a1111_server.python_of(webui)), str(Path(__file__).with_name("sampler_probe.py"))],
-                         cwd=webui, env=a1111_server.environment(webui), capture_output=True, text=True, timeout=300)
+    webui = A1111.webui()
+    out = subprocess.run([str(A1111.python(webui)), str(Path(__file__).with_name("sampler_probe.py"))],
+                         cwd=webui, env=A1111.environment(webui), capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("PROBE ")]
     assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]
     return json.loads(lines[-1][len("PROBE "):])

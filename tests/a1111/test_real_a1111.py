@@ -1,4 +1,4 @@
-"""The pack as an extension of a real A1111 v1.10.1 (A1111_PATH; tests/a1111/a1111_server.py),
+"""The pack as an extension of a real A1111 v1.10.1 (A1111_PATH; tests/a1111/a1111_host.py),
 API only (`--api --nowebui`), driven through its HTTP API on the tiny checkpoint.
 
 Served = the image differs from the plain one with the same seed by at least MIN_EFFECT (mean
@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-import a1111_payloads as P
-from a1111_server import info, pixels
+import webui_payloads as P
+from webui_payloads import info, pixels
 
 MIN_EFFECT = 1.0
 TXT2IMG_METHODS = ("sag", "pag", "sega", "attend_excite", "panorama")
 IMG2IMG_METHODS = ("sag", "pag", "sega", "panorama", "pix2pix_zero")
+SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DDIM", "PLMS", "UniPC")
 # what A1111 cannot serve, with the message that says so (the README's list)
 NOT_SERVED = {("attend_excite", "PLMS"): "the sampler PLMS is not served",
               ("attend_excite", "UniPC"): "the sampler UniPC is not served"}
@@ -90,7 +91,7 @@ def test_scripts_are_listed(a1111):
     assert {titles[m] for m in IMG2IMG_METHODS} <= set(listed["img2img"])
 
 
-@pytest.mark.parametrize("sampler", P.SAMPLERS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("method", TXT2IMG_METHODS)
 def test_txt2img_method_and_sampler(a1111, plain, method, sampler):
     size = P.PANORAMA_SIZE if method == "panorama" else {}
@@ -103,7 +104,7 @@ def test_txt2img_method_and_sampler(a1111, plain, method, sampler):
     plain.check_clean(sampler_name=sampler, **size)
 
 
-@pytest.mark.parametrize("sampler", P.SAMPLERS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_all_txt2img_methods_stacked(a1111, plain, sampler):
     baseline = plain(sampler_name=sampler, **P.PANORAMA_SIZE)
     images, extra = generate(a1111, P.request(*TXT2IMG_METHODS, sampler_name=sampler, **P.PANORAMA_SIZE))

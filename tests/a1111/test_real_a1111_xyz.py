@@ -4,8 +4,8 @@ parameter's axis is listed exactly once, and an axis turns its method on in each
 cell's value (scripts/attnguide_webui/xyz.py)."""
 import pytest
 
-import a1111_payloads as P
-from a1111_server import info, pixels
+import webui_payloads as P
+from webui_payloads import info, pixels
 from attnguide.scripts.attnguide_webui.xyz import axis_label
 
 XYZ = "x/y/z plot"

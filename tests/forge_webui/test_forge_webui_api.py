@@ -8,16 +8,15 @@ import io
 
 import pytest
 
-from attnguide.scripts.attnguide_webui.params import METHODS as SPECS
-from payloads import PANORAMA_SIZE, error_of, method_keys, request
-from webui_server import info, pixels
+from attnguide.methods import METHODS as SPECS
+from payloads import request
+from webui_payloads import PANORAMA_SIZE, error_of, info, method_keys, pixels
 
 METHODS = ("sag", "pag", "sega", "attend_excite", "panorama", "pix2pix_zero")
 
 
 def generate(webui, body, img2img=False):
-    status, answer = webui.post("/sdapi/v1/img2img" if img2img else "/sdapi/v1/txt2img", body)
-    assert status == 200, f"HTTP {status}: {answer}\n{webui.log_tail(3000)}"
+    answer = webui.post("/sdapi/v1/img2img" if img2img else "/sdapi/v1/txt2img", body)  # raises unless HTTP 200
     return pixels(answer["images"][0]), info(answer)["extra_generation_params"]
 
 
