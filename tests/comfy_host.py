@@ -5,8 +5,6 @@ samples with ComfyUI's own sampler. No ComfyUI code lives in this repository.
 """
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,30 +14,61 @@ SKIP_REASON = ("COMFYUI_PATH is not set: point it at a ComfyUI checkout (see REA
                "ComfyUI') to run the real-host tests")
 
 
-def _stub_torchvision():
-    """ComfyUI's model code imports torchvision; a CPU torch has no working one. A two-line stub does."""
-    try:
-        import torchvision  # noqa: F401
-        return
-    except Exception:
-        sys.modules.pop("torchvision", None)
-    stub = Path(tempfile.mkdtemp(prefix="tvstub")) / "torchvision"
-    stub.mkdir()
-    (stub / "__init__.py").write_text("from . import transforms\n")
-    (stub / "transforms.py").write_text("")
-    sys.path.insert(0, str(stub.parent))
+SHIM_HELP = ("COMFYUI_PATH is set but {name} does not import ({error}). ComfyUI imports torchvision (and newer "
+             "versions torchaudio) at start-up. On a CPU-only torch with PyPI's CUDA-only torchvision 0.28, put the "
+             "cpu-shim folder first on PYTHONPATH (here: PYTHONPATH=/work/shared/tools/cpu-shim, i.e. "
+             "../shared/tools/cpu-shim next to the repository; see README, 'Testing against a real ComfyUI'); "
+             "otherwise install a torchvision and torchaudio that match your torch.")
+
+
+def host_import_problem():
+    """None when the torchvision and torchaudio that ComfyUI imports import; else how to get them."""
+    for name in ("torchvision", "torchaudio"):
+        try:
+            __import__(name)
+        except Exception as e:  # noqa: BLE001  (a CUDA-only wheel fails with RuntimeError, not ImportError)
+            return SHIM_HELP.format(name=name, error=f"{type(e).__name__}: {e}")
+    return None
 
 
 def require_comfy():
     if not COMFYUI_PATH:
         pytest.skip(SKIP_REASON)
     if COMFYUI_PATH not in sys.path:
-        _stub_torchvision()
+        problem = host_import_problem()
+        if problem:
+            pytest.fail(problem, pytrace=False)
         sys.path.insert(0, COMFYUI_PATH)
         from comfy.cli_args import args
         args.cpu = True
     import comfy.model_management  # noqa: F401
     return COMFYUI_PATH
+
+
+class QuietServer:
+    """What PromptExecutor needs of ComfyUI's PromptServer when nobody listens."""
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *a, **k):
+        pass
+
+    def queue_updated(self):
+        pass
+
+
+def prompt_executor(server=None):
+    """ComfyUI's own execution.PromptExecutor with the classic cache, on every tested version:
+    0.3.x takes (server, cache_type, cache_size); 0.33 also needs cache_args with the RAM
+    headroom its execute() reads (0 GB: no RAM-pressure release, as main.py sets for the
+    classic cache)."""
+    import inspect
+    import execution
+    kwargs = {"cache_type": execution.CacheType.CLASSIC}
+    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
+        kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+    return execution.PromptExecutor(server or QuietServer(), **kwargs)
 
 
 def _init(model):

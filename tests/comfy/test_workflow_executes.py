@@ -39,18 +39,6 @@ class _Keep:
         return {"ui": {"shape": [list(samples["samples"].shape)]}}
 
 
-class _Server:
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, *a, **k):
-        pass
-
-    def queue_updated(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def checkpoint(comfy, tmp_path_factory):
     import comfy.supported_models
@@ -80,7 +68,7 @@ def _execute(prompt, prompt_id):
     nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
     valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
     assert valid, (err, node_errors)
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor = H.prompt_executor()
     executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=outputs)
     assert executor.success, executor.status_messages
 
