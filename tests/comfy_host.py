@@ -3,8 +3,10 @@
 Builds tiny random SD1- and SDXL-shaped models with ComfyUI's own model classes and
 samples with ComfyUI's own sampler. No ComfyUI code lives in this repository.
 """
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,6 +45,14 @@ def require_comfy():
         args.cpu = True
     import comfy.model_management  # noqa: F401
     return COMFYUI_PATH
+
+
+def builtin(node_class, *args):
+    """The first output of one of ComfyUI's own nodes, whichever node API that version gives it:
+    V3 (classmethod execute -> NodeOutput) or V1 (FUNCTION on an instance -> tuple)."""
+    if hasattr(node_class, "execute"):
+        return node_class.execute(*args).args[0]
+    return getattr(node_class(), node_class.FUNCTION)(*args)[0]
 
 
 class QuietServer:
@@ -134,6 +144,31 @@ def _patcher(model):
     import comfy.model_management as mm
     import comfy.model_patcher
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+@contextlib.contextmanager
+def tiny_unet_file(folder):
+    """tiny_sd1's UNet saved as <folder>/attnguide_tiny_sd15.safetensors, a file ComfyUI's UNETLoader
+    finds (the folder is added to diffusion_models) and detects while this is open (a model config
+    for its sizes is registered)."""
+    require_comfy()
+    import comfy.supported_models
+    import folder_paths
+    import safetensors.torch
+
+    class TinySD15(comfy.supported_models.SD15):
+        unet_config = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False,
+                       "adm_in_channels": None, "use_temporal_attention": False}
+
+    comfy.supported_models.models.insert(0, TinySD15)
+    path = Path(folder) / "attnguide_tiny_sd15.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in tiny_sd1().model.diffusion_model.state_dict().items()},
+                                str(path))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    try:
+        yield path
+    finally:
+        comfy.supported_models.models.remove(TinySD15)
 
 
 def conds(model, batch=1, seed=1):
