@@ -70,7 +70,7 @@ class SoakLog:
         for seed, _, h in self.rows:
             by_seed.setdefault(seed, []).append(h)
         same_ok = all(len(set(hs)) == 1 for hs in by_seed.values())
-        parts = [f"seed {s}: {len(hs)} runs, {len(set(hs))} different {self.what}" for s, hs in by_seed.items()]
+        parts = [f"seed {s}: {len(hs)} runs, {len(set(hs))} distinct" for s, hs in by_seed.items()]
         print(f"same seed, same {self.what}: {'; '.join(parts)}: {'PASS' if same_ok else 'FAIL'}")
         firsts = [hs[0] for hs in by_seed.values()]
         apart_ok = len(set(firsts)) == len(firsts)  # else the check above could pass on a constant image
