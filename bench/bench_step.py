@@ -238,7 +238,10 @@ def setup_comfy(a):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     # Set ComfyUI's command-line args before comfy.model_management is imported.
-    comfy_host._stub_torchvision()
+    problem = comfy_host.host_import_problem()
+    if problem:
+        sys.stderr.write(problem + "\n")
+        sys.exit(2)
     sys.path.insert(0, path)
     from comfy.cli_args import args
     args.cpu = device == "cpu"

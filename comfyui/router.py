@@ -28,7 +28,7 @@ OVERRIDE_KEY = "optimized_attention_override"
 HAS_OVERRIDE = hasattr(host_attention, "wrap_attn")
 _LOG = logging.getLogger("attnguide")
 if not HAS_OVERRIDE:
-    _LOG.info("attnguide: this ComfyUI has no attention override (added in 0.3.59); using attn1 replace patches")
+    _LOG.info("attnguide: this ComfyUI has no attention override (added in 0.3.60); using attn1 replace patches")
 
 
 def install(model, method, force_replace=False):

@@ -19,4 +19,5 @@ NODES = [SelfAttentionGuidance, PerturbedAttentionGuidance, SEGAConcept, Semanti
 
 class AttnGuideExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return NODES
+        from .. import HOST_TOO_OLD  # logged when the pack was imported
+        return [] if HOST_TOO_OLD else NODES

@@ -3,9 +3,9 @@
 Builds tiny random SD1- and SDXL-shaped models with ComfyUI's own model classes and
 samples with ComfyUI's own sampler. No ComfyUI code lives in this repository.
 """
+import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,30 +16,69 @@ SKIP_REASON = ("COMFYUI_PATH is not set: point it at a ComfyUI checkout (see REA
                "ComfyUI') to run the real-host tests")
 
 
-def _stub_torchvision():
-    """ComfyUI's model code imports torchvision; a CPU torch has no working one. A two-line stub does."""
-    try:
-        import torchvision  # noqa: F401
-        return
-    except Exception:
-        sys.modules.pop("torchvision", None)
-    stub = Path(tempfile.mkdtemp(prefix="tvstub")) / "torchvision"
-    stub.mkdir()
-    (stub / "__init__.py").write_text("from . import transforms\n")
-    (stub / "transforms.py").write_text("")
-    sys.path.insert(0, str(stub.parent))
+SHIM_HELP = ("COMFYUI_PATH is set but {name} does not import ({error}). ComfyUI imports torchvision (and newer "
+             "versions torchaudio) at start-up. On a CPU-only torch with PyPI's CUDA-only torchvision 0.28, put the "
+             "cpu-shim folder first on PYTHONPATH (here: PYTHONPATH=/work/shared/tools/cpu-shim, i.e. "
+             "../shared/tools/cpu-shim next to the repository; see README, 'Testing against a real ComfyUI'); "
+             "otherwise install a torchvision and torchaudio that match your torch.")
+
+
+def host_import_problem():
+    """None when the torchvision and torchaudio that ComfyUI imports import; else how to get them."""
+    for name in ("torchvision", "torchaudio"):
+        try:
+            __import__(name)
+        except Exception as e:  # noqa: BLE001  (a CUDA-only wheel fails with RuntimeError, not ImportError)
+            return SHIM_HELP.format(name=name, error=f"{type(e).__name__}: {e}")
+    return None
 
 
 def require_comfy():
     if not COMFYUI_PATH:
         pytest.skip(SKIP_REASON)
     if COMFYUI_PATH not in sys.path:
-        _stub_torchvision()
+        problem = host_import_problem()
+        if problem:
+            pytest.fail(problem, pytrace=False)
         sys.path.insert(0, COMFYUI_PATH)
         from comfy.cli_args import args
         args.cpu = True
     import comfy.model_management  # noqa: F401
     return COMFYUI_PATH
+
+
+def builtin(node_class, *args):
+    """The first output of one of ComfyUI's own nodes, whichever node API that version gives it:
+    V3 (classmethod execute -> NodeOutput) or V1 (FUNCTION on an instance -> tuple)."""
+    if hasattr(node_class, "execute"):
+        return node_class.execute(*args).args[0]
+    return getattr(node_class(), node_class.FUNCTION)(*args)[0]
+
+
+class QuietServer:
+    """What PromptExecutor needs of ComfyUI's PromptServer when nobody listens."""
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *a, **k):
+        pass
+
+    def queue_updated(self):
+        pass
+
+
+def prompt_executor(server=None):
+    """ComfyUI's own execution.PromptExecutor with the classic cache, on every tested version:
+    0.3.x takes (server, cache_type, cache_size); 0.33 also needs cache_args with the RAM
+    headroom its execute() reads (0 GB: no RAM-pressure release, as main.py sets for the
+    classic cache)."""
+    import inspect
+    import execution
+    kwargs = {"cache_type": execution.CacheType.CLASSIC}
+    if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
+        kwargs["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+    return execution.PromptExecutor(server or QuietServer(), **kwargs)
 
 
 def _init(model):
@@ -105,6 +144,31 @@ def _patcher(model):
     import comfy.model_management as mm
     import comfy.model_patcher
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+@contextlib.contextmanager
+def tiny_unet_file(folder):
+    """tiny_sd1's UNet saved as <folder>/attnguide_tiny_sd15.safetensors, a file ComfyUI's UNETLoader
+    finds (the folder is added to diffusion_models) and detects while this is open (a model config
+    for its sizes is registered)."""
+    require_comfy()
+    import comfy.supported_models
+    import folder_paths
+    import safetensors.torch
+
+    class TinySD15(comfy.supported_models.SD15):
+        unet_config = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False,
+                       "adm_in_channels": None, "use_temporal_attention": False}
+
+    comfy.supported_models.models.insert(0, TinySD15)
+    path = Path(folder) / "attnguide_tiny_sd15.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in tiny_sd1().model.diffusion_model.state_dict().items()},
+                                str(path))
+    folder_paths.add_model_folder_path("diffusion_models", str(folder))
+    try:
+        yield path
+    finally:
+        comfy.supported_models.models.remove(TinySD15)
 
 
 def conds(model, batch=1, seed=1):

@@ -1,35 +1,6 @@
-"""What the real Forge and reForge test hosts (forge_host.py, reforge_host.py) do alike: import
-the host with comfy_host's torchvision stub out of transformers' way, A1111's denoiser step
-around the host's sampling function, and the Euler loop."""
-import contextlib
-import sys
-
+"""What the real Forge and reForge test hosts (forge_host.py, reforge_host.py) do alike:
+A1111's denoiser step around the host's sampling function, and the Euler loop."""
 import torch
-
-
-@contextlib.contextmanager
-def torchvision_stub_hidden():
-    """comfy_host's torchvision stub lacks what transformers wants: hide it (and transformers'
-    cached answer) while the host imports transformers, then put it back."""
-    stubs = [p for p in sys.path if "tvstub" in p]
-    stub_modules = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] == "torchvision"}
-    sys.path[:] = [p for p in sys.path if p not in stubs]
-    _forget_torchvision()
-    try:
-        yield
-    finally:
-        sys.path[:0] = stubs
-        sys.modules.update(stub_modules)
-        _forget_torchvision()
-
-
-def _forget_torchvision():
-    """transformers caches whether torchvision is there; ask it again."""
-    import_utils = sys.modules.get("transformers.utils.import_utils")
-    for name in ("is_torchvision_available", "is_torchvision_v2_available"):
-        cache_clear = getattr(getattr(import_utils, name, None), "cache_clear", None)
-        if cache_clear is not None:
-            cache_clear()
 
 
 def denoise(patcher, x, sigma, cond, uncond, cfg, sampling_function):

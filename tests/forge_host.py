@@ -30,9 +30,8 @@ def require_forge():
         sys.path[:0] = [FORGE_PATH, os.path.join(FORGE_PATH, "packages_3rdparty")]
         argv, sys.argv = sys.argv, [sys.argv[0], "--always-cpu"]  # backend/args.py parses sys.argv on import
         try:
-            with forge_family.torchvision_stub_hidden():  # Forge imports transformers via diffusers
-                import backend.patcher.unet  # noqa: F401
-                import backend.sampling.sampling_function  # noqa: F401
+            import backend.patcher.unet  # noqa: F401
+            import backend.sampling.sampling_function  # noqa: F401
         finally:
             sys.argv = argv
     return FORGE_PATH

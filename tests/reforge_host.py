@@ -43,9 +43,6 @@ def require_reforge():
     doubles.mkdir()
     for name, text in _A1111_DOUBLES.items():
         (doubles / name).write_text(text)
-    with forge_family.torchvision_stub_hidden():  # ldm_patched then needs the stub: import transformers first
-        import transformers.image_processing_base  # noqa: F401
-        import transformers.image_transforms  # noqa: F401
     sys.path[:0] = [REFORGE_PATH, str(doubles.parent)]
     from ldm_patched.modules.args_parser import args
     args.always_cpu = True

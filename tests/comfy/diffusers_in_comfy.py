@@ -8,13 +8,8 @@ the same schedule written as sigmas, sigma_i = sqrt((1 - abar_i) / abar_i). A DD
 step is exactly an Euler step in sigma space, with x = x_t / sqrt(abar_t), so the two
 runs agree up to float rounding (see shared research, reference-algorithms.md sections 2 and 9).
 """
-import contextlib
-import importlib
-import importlib.metadata
 import importlib.util
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -23,41 +18,6 @@ import torch
 import comfy_host as H
 
 STEPS = 4
-@contextlib.contextmanager
-def _torchvision_stub_hidden():
-    """comfy_host puts a two-line torchvision stub on sys.path for ComfyUI's model code.
-    transformers (imported by diffusers) takes any importable torchvision for a real one
-    and then fails on `from torchvision.transforms import InterpolationMode`. Hide the
-    stub while diffusers and its transformers modules are imported; with no real
-    torchvision installed, transformers then (correctly) reports it unavailable."""
-    try:
-        spec = importlib.util.find_spec("torchvision")
-    except (ImportError, ValueError):
-        spec = None
-    try:
-        importlib.metadata.version("torchvision")
-        real = True
-    except importlib.metadata.PackageNotFoundError:
-        real = False
-    if spec is None or spec.origin is None or real:
-        yield
-        return
-    root = Path(spec.origin).resolve().parent.parent
-    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "torchvision" or k.startswith("torchvision.")}
-    hidden = [p for p in sys.path if p and Path(p).resolve() == root]
-    for p in hidden:
-        sys.path.remove(p)
-    importlib.invalidate_caches()
-    import_utils = sys.modules.get("transformers.utils.import_utils")
-    for name in dir(import_utils) if import_utils else ():
-        if name.startswith("is_torchvision") and hasattr(getattr(import_utils, name), "cache_clear"):
-            getattr(import_utils, name).cache_clear()  # lru_cached True from ComfyUI's own import
-    try:
-        yield
-    finally:
-        for p in hidden:
-            sys.path.insert(0, p)
-        sys.modules.update(saved)
 
 
 def import_diffusers():
@@ -66,19 +26,16 @@ def import_diffusers():
     if importlib.util.find_spec("diffusers") is None:
         pytest.skip("diffusers is not installed: `pip install diffusers` into ComfyUI's Python to run the "
                     "nodes-vs-diffusers comparison")
-    with _torchvision_stub_hidden():
-        import diffusers
-        from reference import tiny_clip, tiny_diffusers  # noqa: F401  (imported here, behind the stub; used below)
-        try:
-            sag = diffusers.StableDiffusionSAGPipeline
-        except AttributeError:  # only under pipelines.deprecated
-            from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import \
-                StableDiffusionSAGPipeline as sag
-        classes = SimpleNamespace(SD=diffusers.StableDiffusionPipeline, SAG=sag, PAG=diffusers.StableDiffusionPAGPipeline,
-                                  XL_PAG=diffusers.StableDiffusionXLPAGPipeline, SEGA=diffusers.SemanticStableDiffusionPipeline,
-                                  UNet=diffusers.UNet2DConditionModel,
-                                  DDIM=diffusers.DDIMScheduler, version=diffusers.__version__)
-    return classes
+    import diffusers
+    try:
+        sag = diffusers.StableDiffusionSAGPipeline
+    except AttributeError:  # only under pipelines.deprecated
+        from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import \
+            StableDiffusionSAGPipeline as sag
+    return SimpleNamespace(SD=diffusers.StableDiffusionPipeline, SAG=sag, PAG=diffusers.StableDiffusionPAGPipeline,
+                           XL_PAG=diffusers.StableDiffusionXLPAGPipeline, SEGA=diffusers.SemanticStableDiffusionPipeline,
+                           UNet=diffusers.UNet2DConditionModel,
+                           DDIM=diffusers.DDIMScheduler, version=diffusers.__version__)
 
 
 def ddim_scheduler():

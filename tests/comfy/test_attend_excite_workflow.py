@@ -6,7 +6,8 @@ import asyncio
 
 import torch
 
-from test_workflow_executes import CAPTURED, ROOT, _Cond, _Keep, _Server, checkpoint  # noqa: F401  (fixture)
+import comfy_host as H
+from test_workflow_executes import CAPTURED, ROOT, _Cond, _Keep, checkpoint  # noqa: F401  (fixture)
 
 
 class _KeepImage:
@@ -55,14 +56,13 @@ def _execute(executor, prompt, pid):
 def test_prompt_executes_and_equals_direct_sampling(checkpoint):  # noqa: F811
     import comfy.sample
     import comfy.sd
-    import execution
     import nodes
     from attnguide.nodes.attend_excite import AttendAndExcite
 
     assert asyncio.run(nodes.load_custom_node(str(ROOT)))
     nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep,
                                       "AttnGuideTestKeepImage": _KeepImage})
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor = H.prompt_executor()
     executed, maps = _execute(executor, _prompt(checkpoint.name), "ae1")
     again, _ = _execute(executor, _prompt(checkpoint.name, seed=0) | {"8": {"class_type": "AttnGuideTestKeep",
                                                                          "inputs": {"samples": ["7", 0]}}}, "ae2")

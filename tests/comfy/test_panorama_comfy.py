@@ -237,8 +237,7 @@ def test_region_mask_of_another_aspect_is_an_error(setup):
 def test_panorama_node_equals_diffusers_circular(comfy):
     import diffusers_in_comfy as D
     D.import_diffusers()
-    with D._torchvision_stub_hidden():
-        from diffusers import StableDiffusionPanoramaPipeline
+    from diffusers import StableDiffusionPanoramaPipeline
     unet, model = D.tiny_sd1_pair()
     schedule = D.ddim_schedule()
     pipe = D.pipeline(StableDiffusionPanoramaPipeline, unet)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_workflow_executes import CAPTURED, ROOT, _Cond, _Keep, _Server, checkpoint  # noqa: F401  (fixture)
+import comfy_host as H
+from test_workflow_executes import CAPTURED, ROOT, _Cond, _Keep, checkpoint  # noqa: F401  (fixture)
 
 
 class _Latent:
@@ -72,7 +73,6 @@ def _execute(executor, prompt, pid):
 def test_invert_and_edit_prompt_equals_direct_calls(checkpoint, direction_file):  # noqa: F811
     import comfy.samplers
     import comfy.sd
-    import execution
     import nodes
     from attnguide.guidance.pix2pix_zero import InversionSettings
     from attnguide.comfyui.pix2pix_zero_edit import edit_latent
@@ -83,7 +83,7 @@ def test_invert_and_edit_prompt_equals_direct_calls(checkpoint, direction_file):
         asyncio.run(nodes.load_custom_node(str(Path(nodes.__file__).parent / "comfy_extras" / "nodes_custom_sampler.py")))
     nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep,
                                       "AttnGuideTestLatent": _Latent})
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor = H.prompt_executor()
     guided = _execute(executor, _prompt(checkpoint.name, 20.0), "p2pz1")
     unguided = _execute(executor, _prompt(checkpoint.name, 0.0), "p2pz2")
 

@@ -136,8 +136,8 @@ def test_other_block_patches(sd1, monkeypatch):
     from comfy_extras.nodes_model_downscale import PatchModelAddDownscale
 
     def others(m):
-        m = FreeU_V2().patch(m, 1.3, 1.4, 0.9, 0.2)[0]
-        return PatchModelAddDownscale.execute(m, 1, 2.0, 0.0, 1.0, False, "bicubic", "bicubic").args[0]
+        m = H.builtin(FreeU_V2, m, 1.3, 1.4, 0.9, 0.2)
+        return H.builtin(PatchModelAddDownscale, m, 1, 2.0, 0.0, 1.0, False, "bicubic", "bicubic")
 
     for layers in ("m0", pick(sd1, "output"), pick(sd1, "input")):
         for make in (lambda: pag_node(others(sd1), layers=layers), lambda: others(pag_node(sd1, layers=layers))):

@@ -39,35 +39,10 @@ class _Keep:
         return {"ui": {"shape": [list(samples["samples"].shape)]}}
 
 
-class _Server:
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-
-    def send_sync(self, *a, **k):
-        pass
-
-    def queue_updated(self):
-        pass
-
-
 @pytest.fixture(scope="module")
 def checkpoint(comfy, tmp_path_factory):
-    import comfy.supported_models
-    import folder_paths
-    import safetensors.torch
-
-    class TinySD15(comfy.supported_models.SD15):
-        unet_config = {"context_dim": 32, "model_channels": 32, "use_linear_in_transformer": False,
-                       "adm_in_channels": None, "use_temporal_attention": False}
-
-    comfy.supported_models.models.insert(0, TinySD15)
-    folder = tmp_path_factory.mktemp("diffusion_models")
-    path = folder / "attnguide_tiny_sd15.safetensors"
-    safetensors.torch.save_file({k: v.contiguous() for k, v in H.tiny_sd1().model.diffusion_model.state_dict().items()}, str(path))
-    folder_paths.add_model_folder_path("diffusion_models", str(folder))
-    yield path
-    comfy.supported_models.models.remove(TinySD15)
+    with H.tiny_unet_file(tmp_path_factory.mktemp("diffusion_models")) as path:
+        yield path
 
 
 def _execute(prompt, prompt_id):
@@ -80,7 +55,7 @@ def _execute(prompt, prompt_id):
     nodes.NODE_CLASS_MAPPINGS.update({"AttnGuideTestCond": _Cond, "AttnGuideTestKeep": _Keep})
     valid, err, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
     assert valid, (err, node_errors)
-    executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC)
+    executor = H.prompt_executor()
     executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=outputs)
     assert executor.success, executor.status_messages
 
