@@ -18,5 +18,5 @@ def test_version_check_compares_numbers():
 
 def test_one_claim_everywhere():
     pyproject = re.search(r'requires-comfyui = ">=([\d.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    readme = re.search(r"Requires ComfyUI ([\d.]+) or newer", (ROOT / "README.md").read_text()).group(1)
+    readme = re.search(r"\*\*ComfyUI\*\* \(([\d.]+) or newer\)", (ROOT / "README.md").read_text()).group(1)
     assert pyproject == readme == attnguide.MIN_COMFYUI
