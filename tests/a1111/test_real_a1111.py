@@ -128,7 +128,7 @@ HIRES = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_p
 
 
 def test_hires_fix(a1111, plain):
-    """SAG, PAG and SEGA run in both passes, Attend-and-Excite in the first only (params.py hires)."""
+    """SAG, PAG and SEGA run in both passes, Attend-and-Excite in the first only (the specs' hires policy, methods/)."""
     methods = ("sag", "pag", "sega", "attend_excite")
     baseline = plain(**HIRES)
     images, extra = generate(a1111, P.request(*methods, **HIRES))
