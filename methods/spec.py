@@ -75,9 +75,18 @@ class MethodSpec:
         out = [(slot, p) for slot in range(self.concept_slots) for p in self.concept_params]
         return out + [(None, p) for p in self.params]
 
+    @property
+    def infotext_prefix(self):
+        """What every infotext key of this method starts with (its settings and its error entry)."""
+        return f"AttnGuide {self.short} "
+
     def infotext_key(self, slot, param):
-        where = f" {slot + 1}" if slot is not None else ""
-        return f"AttnGuide {self.short}{where} {param.name}"
+        where = f"{slot + 1} " if slot is not None else ""
+        return f"{self.infotext_prefix}{where}{param.name}"
+
+    @property
+    def error_key(self):
+        return f"{self.infotext_prefix}error"
 
     def read(self, args, overrides=None):
         """(enabled, params) from the Script's args; overrides {(slot, name): value} (X/Y/Z) win

@@ -33,10 +33,9 @@ from .a1111_methods import NotServed
 from .a1111_router import attn1_module
 from .a1111_space import space_for
 from .a1111_step import make_condition_dict, take_rows
-from .webui_samplers import function_name, user_name
+from .webui_samplers import excite_refusal
 
 TITLE = "Attend-and-Excite (AttnGuide)"
-TIMESTEP_SAMPLERS = {"ddim"}  # function names (webui_samplers.function_name)
 _LOG = logging.getLogger("attnguide")
 
 
@@ -46,9 +45,9 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
     timestep_sampler = getattr(denoiser, "alphas", None) is not None
-    if timestep_sampler and function_name(sampler) not in TIMESTEP_SAMPLERS:
-        raise NotServed(f"{TITLE}: the sampler {user_name(sampler)} is not served (its steps are not "
-                        "first-order in sigma); use DDIM or a k-diffusion sampler (Euler is exact).")
+    refusal = excite_refusal(sampler, TITLE, timestep=timestep_sampler)
+    if refusal:
+        raise NotServed(refusal)
     unet = session.unet
     levels = cross_attention_levels(unet)
     if attention_downscale not in levels:

@@ -71,14 +71,9 @@ def refuse(p, spec, error):
         _LOG.warning("attnguide: %s", error)
     else:
         _LOG.exception("attnguide: %s failed", spec.title)
-    prefix = f"AttnGuide {spec.short} "
-    for key in [k for k in p.extra_generation_params if k.startswith(prefix)]:
+    for key in [k for k in p.extra_generation_params if k.startswith(spec.infotext_prefix)]:
         p.extra_generation_params.pop(key)
-    p.extra_generation_params[error_key(spec)] = str(error) or type(error).__name__
-
-
-def error_key(spec):
-    return f"AttnGuide {spec.short} error"
+    p.extra_generation_params[spec.error_key] = str(error) or type(error).__name__
 
 
 def _apply_a1111(p, method, params, x):

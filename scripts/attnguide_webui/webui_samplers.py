@@ -23,9 +23,11 @@ def is_timestep_sampler(sampler):
     return hasattr(sampler, "get_timesteps") and not hasattr(sampler, "get_sigmas")
 
 
-def excite_refusal(sampler, title="Attend-and-Excite"):
-    """The message why Attend-and-Excite does not run with `sampler`, or None where it runs."""
-    if sampler is None or not is_timestep_sampler(sampler) or function_name(sampler) in EXCITE_TIMESTEP_SAMPLERS:
+def excite_refusal(sampler, title="Attend-and-Excite", timestep=None):
+    """The message why Attend-and-Excite does not run with `sampler`, or None where it runs. timestep: whether
+    it is a timestep sampler, where the caller knows it better (A1111: its denoiser has alphas)."""
+    timestep = is_timestep_sampler(sampler) if timestep is None and sampler is not None else timestep
+    if sampler is None or not timestep or function_name(sampler) in EXCITE_TIMESTEP_SAMPLERS:
         return None
     return (f"{title}: the sampler {user_name(sampler)} is not served (its steps are not first-order in sigma); "
             "use DDIM or a k-diffusion sampler (Euler is exact).")
