@@ -55,3 +55,31 @@ def attention_with_key_mass(q, k, v, heads):
 
     out = softmax_attention(q, k, v, heads, add)
     return out, mass / heads
+
+
+def image_identity_with_text(q, k, v, heads, text_tokens, attend):
+    """PAG's perturbed joint attention of StableDiffusion3PAGPipeline: every image query attends
+    only to its own key and to all text keys; text queries attend as usual (attend(q, k, v) is
+    the host's kernel). The sequence is [text, image]."""
+    t = text_tokens
+    text_out = attend(q[:, :t], k, v)
+    qi, ki, vi = split_heads(q[:, t:], heads).float(), split_heads(k[:, t:], heads).float(), split_heads(v[:, t:], heads)
+    kt, vt = split_heads(k[:, :t], heads).float(), split_heads(v[:, :t], heads)
+    scale = qi.shape[-1] ** -0.5
+    logits = torch.cat([qi @ kt.transpose(-1, -2), (qi * ki).sum(-1, keepdim=True)], dim=-1) * scale
+    probs = torch.softmax(logits, dim=-1)
+    image_out = probs[..., :t] @ vt.float() + probs[..., t:] * vi.float()
+    return torch.cat([text_out, merge_heads(image_out.to(v.dtype))], dim=1)
+
+
+def self_attention_key_mass(q, k, heads):
+    """The key mass of attention_with_key_mass (per batch item, the head-averaged attention each
+    key receives from all queries; mean exactly 1) without computing the output."""
+    qh, kh = split_heads(q, heads), split_heads(k, heads)
+    b, h, nq, d = qh.shape
+    chunk = max(1, min(nq, _CHUNK_ELEMENTS // max(1, b * h * kh.shape[2])))
+    kt = kh.float().transpose(-1, -2)
+    mass = torch.zeros(b, kh.shape[2], device=q.device, dtype=torch.float32)
+    for start in range(0, nq, chunk):
+        mass.add_(torch.softmax(qh[:, :, start:start + chunk].float() @ kt * d ** -0.5, dim=-1).sum(dim=(1, 2)))
+    return mass / heads

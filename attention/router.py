@@ -37,6 +37,7 @@ class StepContext:
         self.captures = {}
         self.extra_outputs = {}
         self.attn1_at = None
+        self.block_at = None     # a DiT block's attention.dit_blocks.BlockCall while that block runs
         self.sampler_conds = {}  # the sampler's conds by name (host objects), for methods' extra rows
         self.run = None          # state of the whole generation this step belongs to (a dict), if the host keeps one
 

@@ -1,6 +1,9 @@
 """What the pack's ComfyUI machinery shares: model checks, method keys, one warning per run."""
 import logging
 
+import comfy.model_sampling
+
+from ..attention.dit_blocks import dit_family, dit_layers
 from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ..attention.router import ROUTER_KEY
 
@@ -18,9 +21,24 @@ def unet_layers_or_warn(model, node_name):
     return unet_layers(diffusion_model)
 
 
-def select_layers(text, layers, input_name):
+def attention_layers_or_warn(model, node_name):
+    """(family key, self-attention layers) of a UNet or a DiT the pack addresses ("unet", "sd3",
+    "flux", "qwen_image"); None, with a warning naming the model, for models it cannot serve."""
+    diffusion_model = model.model.diffusion_model
+    if is_unet(diffusion_model):
+        return "unet", unet_layers(diffusion_model)
+    family = dit_family(diffusion_model)
+    if family is not None:
+        return family.key, dit_layers(diffusion_model, family)
+    _LOG.warning("%s: %s (%s) is not a model this node serves: it needs the self-attention of a UNet (SD1.x, SD2.x, "
+                 "SDXL) or of SD3/SD3.5, Flux-family (Flux.1, Chroma) or Qwen-Image. The model is returned unchanged, "
+                 "at no cost.", node_name, type(model.model).__name__, type(diffusion_model).__name__)
+    return None
+
+
+def select_layers(text, layers, input_name, auto=None):
     try:
-        return parse_layers(text, layers, input_name)
+        return parse_layers(text, layers, input_name, auto)
     except LayerSelectionError as e:
         raise ValueError(str(e)) from None
 
@@ -36,3 +54,12 @@ def warn_once(ctx, message):
     if message not in seen:
         seen.add(message)
         _LOG.warning(message)
+
+
+def diffusers_timestep(args):
+    """A post-CFG call's timestep on diffusers' 0-1000 scale (flow models: 1000 sigma, as diffusers'
+    SD3 and Flux pipelines; ComfyUI's Flux sampling would give sigma itself)."""
+    sampling = args["model"].model_sampling
+    if isinstance(sampling, comfy.model_sampling.CONST):
+        return args["sigma"] * 1000.0
+    return sampling.timestep(args["sigma"])

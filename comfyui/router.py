@@ -4,8 +4,9 @@ Per sampler step a PREDICT_NOISE wrapper opens a StepContext; a CALC_COND_BATCH
 wrapper adds the methods' extra rows to the step's first (main) model call so they
 run in the same UNet batch as cond/uncond, and labels every row with its role.
 Self-attention reaches the router through the host's attention override (with
-attn1 markers telling self- from cross-attention), or through attn1 replace
-patches on hosts without the override. Another pack's attn1 replace on one of our
+attn1 markers telling self- from cross-attention in a UNet; in a DiT, comfyui/dit.py
+marks the block whose joint attention runs), or through attn1 replace patches on
+hosts without the override. Another pack's attn1 replace on one of our
 layers, whenever it was installed, is wrapped for the step so both run: it gets the
 rows no hook of ours claims. Everything already there is chained, never dropped.
 """
@@ -19,9 +20,9 @@ import comfy.samplers
 
 from ..attention import model_calls
 from ..attention.attn1_replace import RoutedAttn1Replace, chain_foreign, with_labels
-from ..attention.layers import Layer
+from ..attention.layers import DIT_KINDS, Layer
 from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
-from . import shared_prefix
+from . import dit, shared_prefix
 
 WRAPPER_KEY = "attnguide"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -101,6 +102,15 @@ def _calc_cond_batch(executor, model, conds, x_in, timestep, model_options):
 
 def _route_layer(model, layer, force_replace):
     to = model.model_options["transformer_options"]
+    if layer.kind in DIT_KINDS:
+        if not HAS_OVERRIDE:
+            raise ValueError("this ComfyUI has no attention override (added in 0.3.59), which the pack needs for "
+                             "diffusion transformers; update ComfyUI")
+        if not model.get_wrappers(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY):
+            model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY, dit.DitCalls())
+        if not isinstance(to.get(OVERRIDE_KEY), _RoutedOverride):
+            to[OVERRIDE_KEY] = _RoutedOverride(to.get(OVERRIDE_KEY))
+        return
     if force_replace or not HAS_OVERRIDE:
         model.set_model_attn1_replace(RoutedAttn1Replace(layer, None, _comfy_kernel), layer.kind, layer.block, layer.depth)
         return
@@ -142,6 +152,8 @@ class _RoutedOverride:
         nxt = func if self.previous is None else (lambda *a, **kw: self.previous(func, *a, **kw))
         to = kwargs.get("transformer_options") or {}
         ctx = to.get(STEP_KEY)
+        if ctx is not None and ctx.block_at is not None:
+            return dit.route(ctx, nxt, args, kwargs)
         if ctx is None or ctx.attn1_at is None or len(args) != 4 or kwargs.get("mask") is not None \
                 or kwargs.get("skip_reshape") or kwargs.get("skip_output_reshape"):
             return nxt(*args, **kwargs)

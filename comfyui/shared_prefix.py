@@ -22,7 +22,7 @@ import comfy.ldm.modules.diffusionmodules.openaimodel as host_unet
 import comfy.patcher_extension
 import torch
 
-from ..attention.layers import is_unet
+from ..attention.layers import DIT_KINDS, is_unet
 from ..attention.router import ROLES_KEY, ROUTER_KEY, STEP_KEY
 from ..attention.shared_prefix import plan
 
@@ -47,7 +47,12 @@ class SharedPrefix:
     def __deepcopy__(self, memo):
         return self
 
-    def __call__(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
+    def __call__(self, executor, *args, **kwargs):
+        if not is_unet(executor.class_obj):  # other models' forwards have other signatures (Flux, Qwen-Image, ...)
+            return executor(*args, **kwargs)
+        return self._unet_call(executor, *args, **kwargs)
+
+    def _unet_call(self, executor, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
         to = transformer_options
         unet = executor.class_obj
         p = self._plan(unet, x, to, kwargs)
@@ -82,7 +87,7 @@ class SharedPrefix:
         if router is None or ctx is None or roles is None or not labels or x.shape[0] % len(labels):
             return None
         p = plan(router, ctx, roles, labels, to.get("uuids"))
-        if p is None:
+        if p is None or p.split.kind in DIT_KINDS:  # DiTs share theirs in comfyui/dit.py
             return None
         reason = _unsupported(unet, p.split, to, kwargs)
         if reason is not None:

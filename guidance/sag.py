@@ -65,7 +65,12 @@ def sag_guidance(denoised, degraded, degraded_prediction, scale):
 
 def degraded_branch(x, denoised, key_mass, grid_hw, threshold, blur_sigma):
     """The branch's prediction blurred where the captured map says, and the input the model
-    is asked again on: (degraded, degraded_input)."""
+    is asked again on: (degraded, degraded_input). A (b, c, frames, h, w) latent (Qwen-Image's, one
+    frame) is blurred frame by frame with the same mask."""
+    if denoised.ndim == 5:
+        flat = lambda t: t.reshape(t.shape[0], -1, *t.shape[-2:])
+        degraded, again = degraded_branch(flat(x), flat(denoised), key_mass, grid_hw, threshold, blur_sigma)
+        return degraded.reshape(denoised.shape), again.reshape(x.shape)
     latent_hw = tuple(x.shape[-2:])
     mask = attention_mask(key_mass, grid_shape(key_mass.shape[1], latent_hw, grid_hw), latent_hw, threshold)
     degraded = degrade(denoised, mask.to(denoised.dtype), blur_sigma)

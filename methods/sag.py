@@ -1,6 +1,7 @@
 """Self-Attention Guidance (Hong et al. 2023, "Improving Sample Quality of Diffusion Models Using
 Self-Attention Guidance"): its parameters, as diffusers' StableDiffusionSAGPipeline names them."""
-from ..attention.math import attention_with_key_mass
+from ..attention.dit_blocks import BLOCK_KEY
+from ..attention.math import attention_with_key_mass, self_attention_key_mass
 from ..attention.router import COND, UNCOND, AttentionHook, Method, step_context
 from ..guidance import sag
 from .spec import STEP_WINDOW, MethodSpec, Param
@@ -16,16 +17,25 @@ SPEC = MethodSpec(
         Param("threshold", "float", 1.0, "Mask threshold", minimum=0.0, maximum=10.0, step=0.01,
               tooltip="Blur where a position receives more than this total attention (head-averaged, "
                       "summed over queries; the mean is exactly 1). 1.0 in diffusers and ComfyUI."),
-        Param("layer", "text", "m0.0", "Layer",
-              tooltip="Self-attention layer whose map picks the regions to blur: d/m/u + block.depth "
-                      "(ComfyUI block ids). Default m0.0, the first transformer of the middle block, "
-                      "as in diffusers."),
+        Param("layer", "text", "auto", "Layer",
+              tooltip="Self-attention layer whose map picks the regions to blur: d/m/u + block.depth on UNets, "
+                      "j/s + block on DiTs. 'auto' = m0.0 on UNets (the first transformer of the middle block, "
+                      "as in diffusers), the middle joint block on DiTs (image tokens' attention among "
+                      "themselves)."),
         *STEP_WINDOW,
     ))
 
 # What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
 # Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
 # model call; timestep(args) -> the model's timestep at args["sigma"].
+
+
+def auto_layer(family, layers):
+    """What layer 'auto' stands for on a model of `family` with these layers."""
+    if family == "unet":
+        return "m0.0"
+    joint = [layer for layer in layers if layer.kind == "joint"]
+    return str(joint[len(joint) // 2])
 
 
 def sag_layer(selected, layer):
@@ -41,6 +51,11 @@ def sag_method(key, layer, schedule, scale, blur_sigma, threshold, run_extra):
     branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
 
     def capture(q, k, v, heads, ctx, options, next):
+        block = options.get(BLOCK_KEY)
+        if block is not None:  # a DiT's joint attention: the image tokens' attention among themselves
+            t, n = block.text_tokens, block.grid[0] * block.grid[1]
+            ctx.captures[key] = (self_attention_key_mass(q[:, t:t + n], k[:, t:t + n], heads), block.grid)
+            return next(q, k, v)
         out, mass = attention_with_key_mass(q, k, v, heads)
         shape = options.get("activations_shape")  # ComfyUI gives it; Forge does not (the latent's size is used)
         ctx.captures[key] = (mass, tuple(shape[-2:]) if shape is not None else None)

@@ -1,7 +1,7 @@
 from ..attention.step_window import Schedule
 from ..comfyui import common
 from ..comfyui.router import install, run_extra
-from ..methods.sag import SPEC, sag_layer, sag_method
+from ..methods.sag import SPEC, auto_layer, sag_layer, sag_method
 from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
@@ -17,7 +17,8 @@ class SelfAttentionGuidance(io.ComfyNode):
             description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "
                         "Costs one extra UNet pass at batch size b per step while active.",
             inputs=[
-                io.Model.Input("model", tooltip="A UNet model (SD1.x, SD2.x, SDXL)."),
+                io.Model.Input("model", tooltip="A UNet (SD1.x, SD2.x, SDXL) or an SD3/SD3.5, Flux-family or "
+                                                "Qwen-Image transformer."),
                 *widgets(SPEC),
             ],
             outputs=[io.Model.Output()],
@@ -25,10 +26,11 @@ class SelfAttentionGuidance(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, scale, blur_sigma, threshold, layer, start_percent, end_percent) -> io.NodeOutput:
-        layers = common.unet_layers_or_warn(model, "Self-Attention Guidance (AttnGuide)")
-        if layers is None:
+        found = common.attention_layers_or_warn(model, "Self-Attention Guidance (AttnGuide)")
+        if found is None:
             return io.NodeOutput(model)
-        selected = sag_layer(common.select_layers(layer, layers, "layer"), layer)
+        family, layers = found
+        selected = sag_layer(common.select_layers(layer, layers, "layer", auto_layer(family, layers)), layer)
         if scale == 0:
             return io.NodeOutput(model)
         m = model.clone()

@@ -4,7 +4,7 @@ attention/ the way the ComfyUI nodes compose them (nodes/sag.py, nodes/pag.py)."
 import torch
 
 from ...attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
-from ...attention.math import attention_with_key_mass, identity_attention
+from ...attention.math import attention_with_key_mass
 from ...attention.router import COND, UNCOND, AttentionHook, Method
 from ...attention.step_window import Schedule
 from ...guidance import sag
@@ -12,26 +12,31 @@ from ...guidance.pag import pag_guidance, pag_scale
 from ...guidance.rescale import rescale_denoised
 from ...guidance.schedule import step_at
 from ...guidance.sega import Concept, sega_denoised
+from ...methods.pag import AUTO_LAYERS, pag_method
+from ...methods.sag import auto_layer
+
+
+PAG_AUTO, SAG_AUTO = AUTO_LAYERS["unet"], auto_layer("unet", ())
 
 
 class NotServed(ValueError):
     """A method that cannot run on this A1111 model or sampler, with the reason for the user."""
 
 
-def _layers(session, text, name, title):
+def _layers(session, text, name, title, auto):
     unet = session.unet
     if not is_unet(unet):
         raise NotServed(f"{title}: {type(unet).__name__} is not a UNet; this method needs the self-attention of a UNet "
                         "(SD1.x, SD2.x, SDXL).")
     try:
-        return parse_layers(text, unet_layers(unet), name)
+        return parse_layers(text, unet_layers(unet), name, auto)
     except LayerSelectionError as e:
         raise ValueError(f"{title}: {e}") from None
 
 
 def install_sag(session, scale, blur_sigma, threshold, layer, start_percent, end_percent):
     title = "Self-Attention Guidance (AttnGuide)"
-    selected = _layers(session, layer, "layer", title)
+    selected = _layers(session, layer, "layer", title, SAG_AUTO)
     if len(selected) != 1:
         raise ValueError(f"{title}: layer: SAG reads one layer, '{layer}' selects {len(selected)} "
                          f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
@@ -67,13 +72,10 @@ def install_sag(session, scale, blur_sigma, threshold, layer, start_percent, end
 
 
 def install_pag(session, scale, adaptive_scale, layers, rescale, start_percent, end_percent):
-    selected = _layers(session, layers, "layers", "Perturbed-Attention Guidance (AttnGuide)")
+    selected = _layers(session, layers, "layers", "Perturbed-Attention Guidance (AttnGuide)", PAG_AUTO)
     if scale == 0:
         return
     key = session.method_key("pag")
-
-    def perturb(q, k, v, heads, ctx, options, next):
-        return identity_attention(q, k, v, heads)
 
     def post(step):
         perturbed = step.block(key)
@@ -85,8 +87,7 @@ def install_pag(session, scale, adaptive_scale, layers, rescale, start_percent, 
             out = rescale_denoised(step.x, step.sigma, out, step.cond_denoised, rescale)
         return out
 
-    session.add(Method(key, Schedule(start_percent, end_percent), (AttentionHook(frozenset(selected), lambda ctx: {key}, perturb),),
-                       extra_cond_rows=True), post)
+    session.add(pag_method(key, "unet", selected, start_percent, end_percent), post)
 
 
 def install_sega(session, concepts, momentum_scale, momentum_beta):

@@ -1,26 +1,17 @@
 """Perturbed-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/pag.py).
 The perturbed rows run in the same UNet call as cond/uncond."""
-from ...attention.math import identity_attention
-from ...attention.router import AttentionHook, Method
-from ...attention.step_window import Schedule
-from ...methods.pag import pag_post_cfg
+from ...methods.pag import AUTO_LAYERS, pag_method, pag_post_cfg
 from .forge_params import layers_of, method_key
 from .forge_router import host, install
 
 
 def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, end_percent, sigmas=None):
-    selected = layers_of(patcher, layers, "layers", "Perturbed-Attention Guidance")
-    schedule = Schedule(start_percent, end_percent)
+    selected = layers_of(patcher, layers, "layers", "Perturbed-Attention Guidance", AUTO_LAYERS["unet"])
     m = patcher.clone()
     if scale == 0:
         return m
     key = method_key(m, "pag")
-
-    def perturb(q, k, v, heads, ctx, options, next):
-        return identity_attention(q, k, v, heads)
-
-    hook = AttentionHook(frozenset(selected), lambda ctx: {key}, perturb)
-    install(m, Method(key, schedule, (hook,), extra_cond_rows=True), sigmas)
+    install(m, pag_method(key, "unet", selected, start_percent, end_percent), sigmas)
     m.set_model_sampler_post_cfg_function(pag_post_cfg(key, scale, adaptive_scale, rescale, _timestep))
     return m
 

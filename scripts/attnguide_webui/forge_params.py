@@ -31,13 +31,13 @@ def resolve(method, params, defaults=None):
     return {**HOST_PARAMS, **defaults, **params}
 
 
-def layers_of(patcher, text, input_name, title):
+def layers_of(patcher, text, input_name, title, auto):
     diffusion_model = patcher.model.diffusion_model
     if not is_unet(diffusion_model):
         raise ValueError(f"{title}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "
                          "self-attention of a UNet (SD1.x, SD2.x, SDXL).")
     try:
-        return parse_layers(text, unet_layers(diffusion_model), input_name)
+        return parse_layers(text, unet_layers(diffusion_model), input_name, auto)
     except LayerSelectionError as e:
         raise ValueError(str(e)) from None
 
