@@ -44,7 +44,7 @@ def test_clone_of_patched_model_is_independent(sd1):
 def test_stacks_with_builtin_sag_patch(sd1, monkeypatch):
     """ComfyUI's own SAG replaces attn1 of m0.0; our PAG on the same layer must still act."""
     from comfy_extras.nodes_sag import SelfAttentionGuidance as BuiltinSAG
-    import attnguide.nodes.pag as pag_module
+    import attnguide.methods.pag as pag_module
     calls = []
     real = pag_module.identity_attention
     monkeypatch.setattr(pag_module, "identity_attention", lambda *a: calls.append(1) or real(*a))
