@@ -30,7 +30,7 @@ def attention_layers_or_warn(model, node_name):
     family = dit_family(diffusion_model)
     if family is not None:
         return family.key, dit_layers(diffusion_model, family)
-    _LOG.warning("%s: %s (%s) is not a model this node serves: it needs the self-attention of a UNet (SD1.x, SD2.x, "
+    _LOG.warning("%s: %s (%s) is not a UNet nor a transformer this node serves: it needs the self-attention of a UNet (SD1.x, SD2.x, "
                  "SDXL) or of SD3/SD3.5, Flux-family (Flux.1, Chroma) or Qwen-Image. The model is returned unchanged, "
                  "at no cost.", node_name, type(model.model).__name__, type(diffusion_model).__name__)
     return None

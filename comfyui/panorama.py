@@ -36,8 +36,11 @@ WP = comfy.patcher_extension.WrappersMP
 _LOG = logging.getLogger("attnguide")
 
 def native_window(model):
-    """Latent size the model was trained at: 64 for SD1.x/SD2.x, 128 for SDXL and later models."""
-    return 64 if type(model.model.latent_format).__name__ == "SD15" else 128
+    """Latent size the model was trained at: 64 for SD1.x/SD2.x, 166 (1328 px) for Qwen-Image, 128 for
+    SDXL, SD3 and Flux-family."""
+    if type(model.model.latent_format).__name__ == "SD15":
+        return 64
+    return 166 if type(model.model).__name__ == "QwenImage" else 128
 
 def downscale(model):
     return int(getattr(model.model.latent_format, "spacial_downscale_ratio", 8))

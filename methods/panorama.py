@@ -8,7 +8,7 @@ SPEC = MethodSpec(
     params=(
         Param("window_width", "int", 0, "Window width", minimum=0, maximum=16384, step=8,
               tooltip="Window width in pixels. 0 = the model's native size (512 for SD1.x/SD2.x, 1024"
-                      " for SDXL). Clipped to the image."),
+                      " for SDXL, SD3 and Flux-family, 1328 for Qwen-Image). Clipped to the image."),
         Param("window_height", "int", 0, "Window height", minimum=0, maximum=16384, step=8,
               tooltip="Window height in pixels. 0 = the model's native size. Clipped to the image."),
         Param("stride", "int", 64, "Stride", minimum=8, maximum=16384, step=8,
