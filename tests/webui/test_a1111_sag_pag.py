@@ -116,11 +116,11 @@ def test_interrupt_and_error_leave_nothing(models, host):
 def test_stale_session_is_closed_by_the_next_generation(models, host):
     """A generation whose p was never closed (a host path without closing()) is cleaned up
     when the next one starts: its hooks are found by type."""
-    from attnguide.scripts.attnguide_webui import a1111_router
+    from attnguide.scripts.attnguide_webui.a1111 import router as a1111_router
     unet = models[0]
     p = a1.Processing(host.shared.sd_model, None, [])
     stale = a1111_router.session_for(p, torch.zeros(1))
-    from attnguide.scripts.attnguide_webui.a1111_methods import install
+    from attnguide.scripts.attnguide_webui.a1111.backend import install
     install(stale, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0))
     assert "forward" in unet.middle_block[1].transformer_blocks[0].attn1.__dict__
     noise, cond, uncond = inputs(1)
@@ -162,10 +162,11 @@ def test_wrapped_after_us_passes_through(models, host):
     ours is switched to pass-through at the end instead of being pulled out."""
     unet = models[0]
     attn = unet.middle_block[1].transformer_blocks[0].attn1
-    from attnguide.scripts.attnguide_webui import a1111_methods, a1111_router
+    from attnguide.scripts.attnguide_webui.a1111 import backend as a1111_backend
+    from attnguide.scripts.attnguide_webui.a1111 import router as a1111_router
     p = a1.Processing(host.shared.sd_model, None, [])
     session = a1111_router.session_for(p, torch.zeros(1))
-    a1111_methods.install(session, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0,
+    a1111_backend.install(session, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0,
                                                start_percent=0.0, end_percent=1.0))
     ours = attn.forward
     attn.forward = lambda *a, **kw: ours(*a, **kw)
