@@ -1,6 +1,6 @@
 """A method's parameters, written once: each is a ComfyUI node input of the same name, default, range and
 tooltip (nodes/widgets.py builds the inputs), a WebUI control (scripts/attnguide_webui/ui.py), a Forge
-backend default (forge_params.DEFAULTS), an infotext key and, if numeric, an X/Y/Z axis.
+backend default (scripts/attnguide_webui/forge/params.py DEFAULTS), an infotext key and, if numeric, an X/Y/Z axis.
 
 Argument order of every method in the WebUI: [enabled, *its params in table order]; SEGA repeats
 its concept params once per concept slot before the method params.

@@ -3,8 +3,11 @@ per method in scripts/attnguide_<method>.py. A plain class on purpose: A1111 reg
 every Script subclass it finds in a scripts/*.py file (modules/scripts.py:497-505)."""
 import logging
 
-from . import ui
-from .a1111_methods import NotServed
+from . import ui, which_host
+from .a1111 import backend as a1111_backend
+from .a1111 import router as a1111_router
+from .errors import NotServed
+from .forge.webui import host_params
 from .xyz import overrides
 
 _LOG = logging.getLogger("attnguide")
@@ -47,9 +50,8 @@ class MethodScript:
             return
         if self.spec.key == "attend_excite":
             params["prompt"] = p.prompt
-        from . import host
         try:
-            if host() == "a1111":
+            if which_host.host() == "a1111":
                 _apply_a1111(p, self.spec.key, params, kwargs["x"])
             else:
                 _apply_forge(p, self.spec.key, params)
@@ -77,21 +79,17 @@ def refuse(p, spec, error):
 
 
 def _apply_a1111(p, method, params, x):
-    from . import a1111_methods, a1111_router
-    a1111_methods.install(a1111_router.session_for(p, x), method, params)
+    a1111_backend.install(a1111_router.session_for(p, x), method, params)
 
 
 def _apply_forge(p, method, params):
-    from . import load_forge_backend
-    backend = load_forge_backend()
+    backend = which_host.load_forge_backend()
     if backend is None:
         raise NotServed(f"{method}: the Forge/reForge backend of AttnGuide is not installed in this copy of the pack.")
-    from .forge_webui import host_params
-    params.update(host_params(p, method))  # the run's sigmas, the prompt encoder / tokenizer (forge_backend's HOST_PARAMS)
+    params.update(host_params(p, method))  # the run's sigmas, the prompt encoder / tokenizer (forge.params.HOST_PARAMS)
     objects = p.sd_model.forge_objects
     objects.unet = backend.apply(method, objects.unet, params)
 
 
 def _finish(p):
-    from .a1111_router import close_session
-    close_session(p)
+    a1111_router.close_session(p)

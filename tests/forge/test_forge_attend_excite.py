@@ -82,7 +82,7 @@ def test_bad_params_are_named(sd1):
 
 
 def test_without_sigmas_it_warns_and_does_nothing(sd1, caplog):
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     m = forge_backend.apply("attend_excite", old_of(sd1), ARGS)
     assert rel(run(m, steps=STEPS, forge_path=True), run(sd1, steps=STEPS)) == 0.0
     assert "the run's sigmas are unknown" in caplog.text
@@ -90,6 +90,6 @@ def test_without_sigmas_it_warns_and_does_nothing(sd1, caplog):
 
 def test_defaults_are_the_nodes_defaults(comfy):
     from attnguide.nodes.attend_excite import AttendAndExcite
-    from attnguide.scripts.attnguide_webui.forge_params import DEFAULTS
+    from attnguide.scripts.attnguide_webui.forge.params import DEFAULTS
     inputs = {i.id: i.default for i in AttendAndExcite.define_schema().inputs if hasattr(i, "default")}
     assert DEFAULTS["attend_excite"] == inputs

@@ -89,7 +89,7 @@ def test_bad_panorama_params_are_named(sd1):
 
 def test_panorama_defaults_are_the_nodes_defaults(comfy):
     from attnguide.nodes.panorama import Panorama
-    from attnguide.scripts.attnguide_webui.forge_params import DEFAULTS
+    from attnguide.scripts.attnguide_webui.forge.params import DEFAULTS
     inputs = {i.id: i.default for i in Panorama.define_schema().inputs if i.id != "model"}
     assert DEFAULTS["panorama"] == inputs
 

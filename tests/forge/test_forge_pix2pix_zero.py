@@ -37,7 +37,7 @@ def nodes_edit(model, pos, neg, samples, sigmas, cfg, table, amount=AMOUNT):
 
 def forge_edit(model, pos, neg, samples, sigmas, cfg, table, amount=AMOUNT, **extra):
     import forge_double as F
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     old = F.old_patcher(model)
     params = dict(source=SOURCE, target=TARGET, guidance_amount=amount, lambda_auto_corr=20.0, lambda_kl=20.0,
                   regularization_steps=2, auto_corr_rolls=2, seed=3, sigmas=sigmas, encode=encoder(table),
@@ -68,7 +68,7 @@ def test_equals_nodes(sd1, batch, cfg):
 
 def test_bad_input_is_said(sd1):
     import forge_double as F
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     old = F.old_patcher(sd1)
     table = embeddings(32)
     base = dict(sigmas=F.schedule(sd1, STEPS), encode=encoder(table), init_latent=torch.zeros(1, 4, 16, 16))
@@ -86,7 +86,7 @@ def test_bad_input_is_said(sd1):
 def test_refused_together_with_the_panorama(sd1):
     """It inverts and edits the whole latent; the panorama evaluates windows: either order says so."""
     import forge_double as F
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     old = F.old_patcher(sd1)
     pos, _ = H.conds(sd1, 1)
     p2pz = dict(source=SOURCE, target=TARGET, sigmas=F.schedule(sd1, STEPS), init_latent=torch.zeros(1, 4, 16, 16),

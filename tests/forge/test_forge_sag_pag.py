@@ -1,4 +1,4 @@
-"""The Forge/reForge backend (scripts/attnguide_webui/forge_backend.py) on the ComfyUI-shaped
+"""The Forge/reForge backend (scripts/attnguide_webui/forge/backend.py) on the ComfyUI-shaped
 contract: a real ComfyUI stands in for ldm_patched, cut down to the API Forge has
 (tests/forge_double.py), and must give the ComfyUI nodes' numbers."""
 import contextlib
@@ -12,7 +12,7 @@ from node_runs import BatchLog, nodes, pag_node, rel, sag_node
 
 
 def backend():
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     return forge_backend
 
 
@@ -194,7 +194,7 @@ def test_bad_params_are_named(sd1):
 
 
 def test_defaults_are_the_nodes_defaults(comfy):
-    from attnguide.scripts.attnguide_webui.forge_params import DEFAULTS
+    from attnguide.scripts.attnguide_webui.forge.params import DEFAULTS
     for name, node in zip(("sag", "pag"), nodes()):
         inputs = {i.id: i.default for i in node.define_schema().inputs if i.id != "model"}
         assert DEFAULTS[name] == inputs

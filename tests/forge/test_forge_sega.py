@@ -119,14 +119,14 @@ def test_bad_concepts_are_named(sd1):
              ({"concepts": [{"prompt": "hat", "direction": "up"}], "encode": encode}, "direction must be 'add' or 'remove'"),
              ({"concepts": [{"prompt": "hat", "threshold": 1.0}], "encode": encode}, "threshold"),
              ({"concepts": [{"prompt": "hat", "scael": 1.0}], "encode": encode}, "unknown parameter.*'scael'")]
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     for params, message in cases:
         with pytest.raises(ValueError, match=message):
             forge_backend.apply("sega", old, params)
 
 
 def test_sega_defaults_are_the_nodes_defaults(comfy):
-    from attnguide.scripts.attnguide_webui.forge_params import CONCEPT_DEFAULTS, DEFAULTS
+    from attnguide.scripts.attnguide_webui.forge.params import CONCEPT_DEFAULTS, DEFAULTS
     concept, sega = nodes()
     inputs = {i.id: i.default for i in concept.define_schema().inputs if not getattr(i, "optional", False)}
     assert {k: v for k, v in CONCEPT_DEFAULTS.items() if k != "conditioning"} == inputs

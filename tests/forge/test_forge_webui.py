@@ -1,4 +1,4 @@
-"""forge_webui: what the script reads from a WebUI generation for the Forge backend (host-free;
+"""forge/webui.py: what the script reads from a WebUI generation for the Forge backend (host-free;
 the WebUI pieces are doubles written from Forge dfdcbab6 modules/sd_samplers_kdiffusion.py:136-143,
 sd_samplers_common.py:24-33, processing.py:1532, backend/text_processing/classic_engine.py:150-175)."""
 import types
@@ -7,7 +7,7 @@ import torch
 
 
 def webui():
-    from attnguide.scripts.attnguide_webui import forge_webui
+    from attnguide.scripts.attnguide_webui.forge import webui as forge_webui
     return forge_webui
 
 

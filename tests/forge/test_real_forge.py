@@ -27,7 +27,7 @@ def pair(request, comfy):
 
 
 def apply(method, patcher, sigmas, **params):
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     return forge_backend.apply(method, patcher, {**params, "sigmas": sigmas})
 
 

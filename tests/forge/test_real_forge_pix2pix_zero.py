@@ -12,7 +12,7 @@ from test_real_forge import STEPS, pair  # noqa: F401 (fixture)
 def test_pix2pix_zero_on_forge_equals_nodes(pair):  # noqa: F811
     import comfy.sample
     import forge_double as F
-    from attnguide.scripts.attnguide_webui import forge_backend
+    from attnguide.scripts.attnguide_webui.forge import backend as forge_backend
     comfy_model, patcher, host = pair
     pos, neg = H.conds(comfy_model, 2)
     samples = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(2))

@@ -60,7 +60,7 @@ def test_words_are_found_with_the_prompts_tokenizer(models, host):
 def test_hires_pass_policy(models, host):
     """With hires fix every pass gets its own hooks (the first pass's are gone before the second
     starts); Attend-and-Excite skips the second pass, SAG runs in it."""
-    from attnguide.scripts.attnguide_webui.a1111_router import SESSION_ATTR
+    from attnguide.scripts.attnguide_webui.a1111.router import SESSION_ATTR
     noise, cond, uncond = inputs(1)
     seen = []
 

@@ -116,11 +116,11 @@ def test_interrupt_and_error_leave_nothing(models, host):
 def test_stale_session_is_closed_by_the_next_generation(models, host):
     """A generation whose p was never closed (a host path without closing()) is cleaned up
     when the next one starts: its hooks are found by type."""
-    from attnguide.scripts.attnguide_webui import a1111_router
+    from attnguide.scripts.attnguide_webui.a1111 import router as a1111_router
     unet = models[0]
     p = a1.Processing(host.shared.sd_model, None, [])
     stale = a1111_router.session_for(p, torch.zeros(1))
-    from attnguide.scripts.attnguide_webui.a1111_methods import install
+    from attnguide.scripts.attnguide_webui.a1111.backend import install
     install(stale, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0))
     assert "forward" in unet.middle_block[1].transformer_blocks[0].attn1.__dict__
     noise, cond, uncond = inputs(1)
@@ -162,10 +162,11 @@ def test_wrapped_after_us_passes_through(models, host):
     ours is switched to pass-through at the end instead of being pulled out."""
     unet = models[0]
     attn = unet.middle_block[1].transformer_blocks[0].attn1
-    from attnguide.scripts.attnguide_webui import a1111_methods, a1111_router
+    from attnguide.scripts.attnguide_webui.a1111 import backend as a1111_backend
+    from attnguide.scripts.attnguide_webui.a1111 import router as a1111_router
     p = a1.Processing(host.shared.sd_model, None, [])
     session = a1111_router.session_for(p, torch.zeros(1))
-    a1111_methods.install(session, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0,
+    a1111_backend.install(session, "pag", dict(scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0,
                                                start_percent=0.0, end_percent=1.0))
     ours = attn.forward
     attn.forward = lambda *a, **kw: ours(*a, **kw)
@@ -185,7 +186,7 @@ def test_infotext_api_order_and_paste(host):
     assert names == ["attnguide_sag_txt2img", "attnguide_sag_txt2img_scale", "attnguide_sag_txt2img_blur_sigma",
                      "attnguide_sag_txt2img_threshold", "attnguide_sag_txt2img_layer",
                      "attnguide_sag_txt2img_start_percent", "attnguide_sag_txt2img_end_percent"]
-    assert runner.defaults()[sag.args_from:sag.args_to] == [False, 0.75, 1.0, 1.0, "m0.0", 0.0, 1.0]
+    assert runner.defaults()[sag.args_from:sag.args_to] == [False, 0.75, 1.0, 1.0, "auto", 0.0, 1.0]
     p = a1.Processing(host.shared.sd_model, runner, runner.defaults())
     sag.process(p, *sag_args(scale=0.5, layer="u0.0"))
     assert p.extra_generation_params == {"AttnGuide SAG scale": 0.5, "AttnGuide SAG blur_sigma": 1.0,

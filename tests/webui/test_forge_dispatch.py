@@ -1,5 +1,5 @@
 """The WebUI scripts' side of the Forge/reForge contract: on those hosts every method's
-process_before_every_sampling hands forge_backend.apply(method, unet_patcher, params) the
+process_before_every_sampling hands forge/backend.apply(method, unet_patcher, params) the
 node-keyed params and assigns the patcher it returns back to p.sd_model.forge_objects.unet.
 The backend here is a stand-in that records its calls (the real one is tested on its own)."""
 import sys
@@ -12,11 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import a1111_double as a1  # noqa: E402
 
 from attnguide.scripts import attnguide_webui  # noqa: E402
+from attnguide.scripts.attnguide_webui import which_host  # noqa: E402
 from attnguide.scripts.attnguide_webui.script import MethodScript  # noqa: E402
 
-from attnguide.scripts.attnguide_webui.forge_params import HOST_PARAMS  # noqa: E402
+from attnguide.scripts.attnguide_webui.forge.params import HOST_PARAMS  # noqa: E402
 
-BACKEND = f"{attnguide_webui.__name__}.forge_backend"
+BACKEND = f"{attnguide_webui.__name__}.forge.backend"
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def forge(monkeypatch):
     backend = types.ModuleType(BACKEND)
     backend.apply = lambda method, unet, params: calls.append((method, unet, params)) or f"{unet}+{method}"
     monkeypatch.setitem(sys.modules, BACKEND, backend)
-    monkeypatch.setattr(attnguide_webui, "host", lambda: "forge")
+    monkeypatch.setattr(which_host, "host", lambda: "forge")
     yield h, calls
     a1.uninstall(h)
 
@@ -54,7 +55,7 @@ def test_every_method_reaches_the_backend_with_node_kwargs(forge):
     assert [c[0] for c in calls] == ["sag", "pag", "attend_excite", "sega"]
     assert [c[1] for c in calls] == ["unet", "unet+sag", "unet+sag+pag", "unet+sag+pag+attend_excite"]
     assert p.sd_model.forge_objects.unet == "unet+sag+pag+attend_excite+sega"
-    # what only the WebUI knows rides along (forge_webui.host_params): the run's sigmas, SEGA's encoder, A&E's tokenizer
+    # what only the WebUI knows rides along (forge/webui.py host_params): the run's sigmas, SEGA's encoder, A&E's tokenizer
     assert [sorted(set(c[2]) & set(HOST_PARAMS)) for c in calls] == [
         ["sigmas"], ["sigmas"], ["sigmas", "tokenize"], ["encode", "sigmas"]]
     assert calls[2][2]["tokenize"]("a cat")[1][2] == "cat</w>"
@@ -77,8 +78,8 @@ def test_disabled_and_hires_skip(forge):
 def test_missing_backend_is_said(monkeypatch, caplog):
     h = a1.install()
     try:
-        monkeypatch.setattr(attnguide_webui, "host", lambda: "reforge")
-        monkeypatch.setattr(attnguide_webui, "load_forge_backend", lambda: None)
+        monkeypatch.setattr(which_host, "host", lambda: "reforge")
+        monkeypatch.setattr(which_host, "load_forge_backend", lambda: None)
         p = processing()
         script("pag").process_before_every_sampling(p, True, 3.0, 0.0, "m0", 0.0, 0.0, 1.0, x=None)
         assert p.sd_model.forge_objects.unet == "unet"

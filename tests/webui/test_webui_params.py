@@ -116,7 +116,7 @@ def test_webui_layer_imports_without_a_host():
     code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('attnguide', {str(ROOT / '__init__.py')!r}, "
             f"submodule_search_locations=[{str(ROOT)!r}]); m = importlib.util.module_from_spec(spec); sys.modules['attnguide'] = m; "
             "spec.loader.exec_module(m); import attnguide.scripts.attnguide_webui as w; "
-            "import attnguide.scripts.attnguide_webui.a1111_router, attnguide.scripts.attnguide_webui.a1111_methods; "
+            "import attnguide.scripts.attnguide_webui.a1111.router, attnguide.scripts.attnguide_webui.a1111.backend; "
             "hosts = [n for n in sys.modules if n.split('.')[0] in ('modules', 'gradio', 'ldm', 'sgm', 'backend', 'ldm_patched', 'comfy')]; "
             "print(hosts); sys.exit(1 if hosts else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,8 +1,8 @@
 """Perturbed-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/pag.py).
 The perturbed rows run in the same UNet call as cond/uncond."""
-from ...methods.pag import AUTO_LAYERS, pag_method, pag_post_cfg
-from .forge_params import layers_of, method_key
-from .forge_router import host, install
+from ....methods.pag import AUTO_LAYERS, pag_method, pag_post_cfg
+from .params import layers_of, method_key
+from .router import host, install
 
 
 def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, end_percent, sigmas=None):

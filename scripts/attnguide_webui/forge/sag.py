@@ -1,8 +1,8 @@
 """Self-Attention Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sag.py)."""
-from ...attention.step_window import Schedule
-from ...methods.sag import auto_layer, sag_layer, sag_method
-from .forge_params import layers_of, method_key
-from .forge_router import install, run_extra
+from ....attention.step_window import Schedule
+from ....methods.sag import auto_layer, sag_layer, sag_method
+from .params import layers_of, method_key
+from .router import install, run_extra
 
 
 def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_percent, sigmas=None):

@@ -7,9 +7,9 @@ ComfyUI node runs them per window. The denoiser's step counter is held at the sa
 step for every window. Blending the outputs is exact for both inner models: the windows
 of one call share sigma/timestep, and eps and x0 are affine in each other there.
 """
-from ...guidance import panorama as pano
-from .a1111_forward import InstanceForward
-from .a1111_methods import NotServed
+from ....guidance import panorama as pano
+from .forward import InstanceForward
+from ..errors import NotServed
 
 TITLE = "MultiDiffusion Panorama (AttnGuide)"
 RATIO = 8  # pixels per latent position of the SD1/SD2/SDXL VAE

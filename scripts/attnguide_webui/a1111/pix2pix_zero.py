@@ -21,20 +21,20 @@ import logging
 
 import torch
 
-from ...attention.cross_maps import (
+from ....attention.cross_maps import (
     ReferenceMaps,
     attention_from_probs,
     cross_attention_probs,
 )
-from ...attention.layers import is_unet, unet_layers
-from ...attention.step_window import step_index
-from ...guidance import pix2pix_zero as p2pz
-from .a1111_forward import forwards_replaced, hand_back
-from .a1111_methods import NotServed
-from .a1111_router import attn1_module
-from .a1111_step import make_condition_dict, take_rows
-from .webui_samplers import user_name
-from .webui_text import one_window_sentences
+from ....attention.layers import is_unet, unet_layers
+from ....attention.step_window import step_index
+from ....guidance import pix2pix_zero as p2pz
+from .forward import forwards_replaced, hand_back
+from ..errors import NotServed
+from .router import attn1_module
+from .step import make_condition_dict, take_rows
+from ..webui_samplers import user_name
+from ..webui_text import one_window_sentences
 
 TITLE = "Pix2Pix-Zero (AttnGuide)"
 _LOG = logging.getLogger("attnguide")

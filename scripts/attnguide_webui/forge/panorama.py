@@ -7,16 +7,16 @@ state), and the windows' denoised predictions are averaged per position.
 
 The A1111 layer has no hook around a whole evaluation, so the panorama is a conditioning
 modifier that does the windowed evaluations itself (the host's own sampling_function_inner,
-forge_host.Host.evaluate) and then lets the host's evaluation of the full latent pass through:
+host.Host.evaluate) and then lets the host's evaluation of the full latent pass through:
 it returns model options without pre-/post-CFG functions whose UNet wrapper answers every call
-with the blended prediction (forge_router.RESULT_KEY), so CFG of equal cond and uncond gives it
-back unchanged. The methods' modifiers do nothing outside a window (forge_router.modifier_step).
+with the blended prediction (router.RESULT_KEY), so CFG of equal cond and uncond gives it
+back unchanged. The methods' modifiers do nothing outside a window (router.modifier_step).
 """
-from ...attention.router import ROUTER_KEY, Method, step_context
-from ...guidance import panorama as pano
-from .forge_params import method_key
-from .forge_pix2pix_zero import PANORAMA_REFUSAL
-from .forge_router import (RESULT_KEY, WINDOW_KEY, Window, has_method, host, install, open_step, runs_per_window,
+from ....attention.router import ROUTER_KEY, Method, step_context
+from ....guidance import panorama as pano
+from .params import method_key
+from .pix2pix_zero import PANORAMA_REFUSAL
+from .router import (RESULT_KEY, WINDOW_KEY, Window, has_method, host, install, open_step, runs_per_window,
                            schedule_of)
 
 LATENT_SCALE = 8  # pixels per latent position of the SD1.x/SD2.x/SDXL VAEs

@@ -1,9 +1,9 @@
 """Semantic Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sega.py).
 Every concept row runs in the step's main UNet call: the conditional rows with the concept's text."""
-from ...attention.router import Method, step_context
-from ...guidance.sega import sega_denoised, timed_concept
-from .forge_params import CONCEPT_DEFAULTS, method_key
-from .forge_router import COND_LABEL, Rows, install, warn_once
+from ....attention.router import Method, step_context
+from ....guidance.sega import sega_denoised, timed_concept
+from .params import CONCEPT_DEFAULTS, method_key
+from .router import COND_LABEL, Rows, install, warn_once
 
 
 class _Concept:

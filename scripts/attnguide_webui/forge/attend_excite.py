@@ -9,17 +9,17 @@ the denoised prediction that carries the move to its next state
 """
 import dataclasses
 
-from ...attention.excite_forward import map_evaluator
-from ...attention.layers import is_unet
-from ...attention.router import Method, step_context
-from ...attention.unet_levels import cross_attention_levels, grid
-from ...guidance.attend_excite import ExciteSettings
-from ...guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
-from ...guidance.latent_update import moved_latent_denoised
-from ...methods.attend_excite import excite_images
-from .forge_grad import gradient_forward
-from .forge_params import method_key
-from .forge_router import host, install, modifier_step, post_cfg_last
+from ....attention.excite_forward import map_evaluator
+from ....attention.layers import is_unet
+from ....attention.router import Method, step_context
+from ....attention.unet_levels import cross_attention_levels, grid
+from ....guidance.attend_excite import ExciteSettings
+from ....guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
+from ....guidance.latent_update import moved_latent_denoised
+from ....methods.attend_excite import excite_images
+from .grad import gradient_forward
+from .params import method_key
+from .router import host, install, modifier_step, post_cfg_last
 
 NAME = "Attend-and-Excite"
 

@@ -14,7 +14,7 @@ this glue uses only what both have had from the start:
                              replace patch that was there (or that another extension sets
                              later, e.g. Forge's set_model_replace_all) is chained, not dropped;
   post-CFG functions      -> the methods' guidance, with run_extra for extra model calls.
-With the panorama (forge_panorama) each window batch is a whole evaluation of its own: the
+With the panorama (panorama.py) each window batch is a whole evaluation of its own: the
 methods' modifiers (runs_per_window) run there, not on the full latent (modifier_step).
 Nothing is global and nothing touches modules: all of it lives in the clone's model_options.
 """
@@ -23,11 +23,11 @@ import math
 
 import torch
 
-from ...attention import model_calls
-from ...attention.attn1_replace import RoutedAttn1Replace, chain_foreign
-from ...attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
-from ...guidance import panorama as pano
-from .forge_host import host_of
+from ....attention import model_calls
+from ....attention.attn1_replace import RoutedAttn1Replace, chain_foreign
+from ....attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
+from ....guidance import panorama as pano
+from .host import host_of
 
 HOST_KEY = "attnguide_forge_host"
 RUNS_KEY = "attnguide_forge_runs"

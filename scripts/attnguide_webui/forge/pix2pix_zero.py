@@ -18,16 +18,16 @@ import math
 
 import torch
 
-from ...attention.cross_maps import ReferenceMaps
-from ...attention.layers import is_unet, unet_layers
-from ...attention.model_calls import unrouted
-from ...attention.router import Method, step_context
-from ...guidance import pix2pix_zero as p2pz
-from ...methods.pix2pix_zero import comparing, recording
-from .forge_grad import gradient_forward
-from .forge_params import method_key
-from .forge_router import has_method, host, install, modifier_step, post_cfg_last
-from .webui_text import one_window_sentences
+from ....attention.cross_maps import ReferenceMaps
+from ....attention.layers import is_unet, unet_layers
+from ....attention.model_calls import unrouted
+from ....attention.router import Method, step_context
+from ....guidance import pix2pix_zero as p2pz
+from ....methods.pix2pix_zero import comparing, recording
+from .grad import gradient_forward
+from .params import method_key
+from .router import has_method, host, install, modifier_step, post_cfg_last
+from ..webui_text import one_window_sentences
 
 NAME = "Pix2Pix-Zero"
 

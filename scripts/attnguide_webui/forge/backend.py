@@ -1,19 +1,19 @@
 """Forge / reForge backend of the WebUI scripts: apply(method, unet_patcher, params) -> a patched clone.
 
-params are the ComfyUI node's execute() inputs (same names, same defaults; see forge_params),
+params are the ComfyUI node's execute() inputs (same names, same defaults; see params.py),
 plus what only the WebUI knows: "sigmas" (the run's schedule; Forge puts none in the model
 options) and, for methods that read text, "encode". The input patcher is never changed.
 Use it in Script.process_before_every_sampling:
-    unet = forge_backend.apply("pag", p.sd_model.forge_objects.unet, {...})
+    unet = backend.apply("pag", p.sd_model.forge_objects.unet, {...})
     p.sd_model.forge_objects.unet = unet
 """
-from .forge_params import resolve
-from .forge_attend_excite import apply_attend_excite
-from .forge_pag import apply_pag
-from .forge_panorama import apply_panorama
-from .forge_pix2pix_zero import apply_pix2pix_zero
-from .forge_sag import apply_sag
-from .forge_sega import apply_sega
+from .params import resolve
+from .attend_excite import apply_attend_excite
+from .pag import apply_pag
+from .panorama import apply_panorama
+from .pix2pix_zero import apply_pix2pix_zero
+from .sag import apply_sag
+from .sega import apply_sega
 
 METHODS = ("sag", "pag", "sega", "attend_excite", "panorama", "pix2pix_zero")
 

@@ -16,24 +16,24 @@ import math
 
 import torch
 
-from ...attention.cross_maps import MapStore
-from ...attention.step_window import step_index
-from ...attention.unet_levels import cross_attention_levels, grid
-from ...guidance.attend_excite import ExciteSettings, excite_latent
-from ...guidance.excite_inputs import (
+from ....attention.cross_maps import MapStore
+from ....attention.step_window import step_index
+from ....attention.unet_levels import cross_attention_levels, grid
+from ....guidance.attend_excite import ExciteSettings, excite_latent
+from ....guidance.excite_inputs import (
     match_words,
     parse_indices,
     parse_step,
     parse_thresholds,
     resolve,
 )
-from ...guidance.latent_update import moved_latent_denoised
-from .a1111_forward import InstanceForward, forwards_replaced, hand_back
-from .a1111_methods import NotServed
-from .a1111_router import attn1_module
-from .a1111_space import space_for
-from .a1111_step import make_condition_dict, take_rows
-from .webui_samplers import excite_refusal
+from ....guidance.latent_update import moved_latent_denoised
+from .forward import InstanceForward, forwards_replaced, hand_back
+from ..errors import NotServed
+from .router import attn1_module
+from .space import space_for
+from .step import make_condition_dict, take_rows
+from ..webui_samplers import excite_refusal
 
 TITLE = "Attend-and-Excite (AttnGuide)"
 _LOG = logging.getLogger("attnguide")

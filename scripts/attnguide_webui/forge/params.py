@@ -1,8 +1,8 @@
 """Parameters of the Forge backend: the ComfyUI node's execute() inputs, names and defaults from methods/,
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
-from ...attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
-from ...attention.router import ROUTER_KEY
-from ...methods import METHODS
+from ....attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
+from ....attention.router import ROUTER_KEY
+from ....methods import METHODS
 
 
 def _defaults(params):

@@ -3,8 +3,8 @@ main batch with the methods' rows (Step), and the step in sigma space per image 
 what a ComfyUI post-CFG function gets as its args."""
 import torch
 
-from ...attention.router import UNCOND
-from .webui_text import cross_attention_text
+from ....attention.router import UNCOND
+from ..webui_text import cross_attention_text
 
 
 def rows_of(cond):

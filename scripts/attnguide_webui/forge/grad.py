@@ -3,8 +3,8 @@ import contextlib
 
 import torch
 
-from ...attention.grad_forward import gradients_through
-from .forge_router import host
+from ....attention.grad_forward import gradients_through
+from .router import host
 
 
 @contextlib.contextmanager

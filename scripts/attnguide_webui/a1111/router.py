@@ -25,11 +25,11 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from ...attention.math import merge_heads, split_heads
-from ...attention.router import COND, ROLES_KEY, STEP_KEY, UNCOND, Router
-from .a1111_forward import InstanceForward
-from .a1111_space import space_for
-from .a1111_step import Step, StepData, cat_rows, make_condition_dict, rows_of, take_rows, tile_rows, tokens_of
+from ....attention.math import merge_heads, split_heads
+from ....attention.router import COND, ROLES_KEY, STEP_KEY, UNCOND, Router
+from .forward import InstanceForward
+from .space import space_for
+from .step import Step, StepData, cat_rows, make_condition_dict, rows_of, take_rows, tile_rows, tokens_of
 
 _LOG = logging.getLogger("attnguide")
 SESSION_ATTR = "_attnguide_session"

@@ -1,8 +1,8 @@
 """What only the WebUI knows and the Forge backend needs, read from a generation `p`
 (a StableDiffusionProcessing) in Script.process_before_every_sampling:
 
-    params.update(forge_webui.host_params(p, method))
-    p.sd_model.forge_objects.unet = forge_backend.apply(method, p.sd_model.forge_objects.unet, params)
+    params.update(webui.host_params(p, method))
+    p.sd_model.forge_objects.unet = backend.apply(method, p.sd_model.forge_objects.unet, params)
 
   sigmas    the schedule the k-diffusion sampler of this pass runs, recomputed the way Forge's
             and reForge's KDiffusionSampler do (modules/sd_samplers_kdiffusion.py: get_sigmas,
@@ -20,8 +20,8 @@
             (tokenize_line of Forge's ClassicTextProcessingEngine / reForge's CLIP wrapper:
             each chunk is <|startoftext|>, 75 tokens or padding, <|endoftext|>).
 """
-from ...guidance.timestep_schedule import sigmas_at, timestep_sigmas
-from .webui_samplers import excite_refusal, function_name
+from ....guidance.timestep_schedule import sigmas_at, timestep_sigmas
+from ..webui_samplers import excite_refusal, function_name
 
 
 def host_params(p, method):
