@@ -154,6 +154,20 @@ def _run(chain, q, k, v, heads, ctx, options, base):
                        lambda q, k, v: _run(chain[1:], q, k, v, heads, ctx, options, base))
 
 
+def method_key(model_options, name):
+    """A key for the next method installed on the router in these (patcher) model options."""
+    router = model_options.get("transformer_options", {}).get(ROUTER_KEY)
+    return f"{name}.{len(router.methods) if router else 0}"
+
+
+def warn_once(ctx, message, log):
+    """log.warning(message) once per generation (every time where the host keeps no run state)."""
+    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
+    if message not in seen:
+        seen.add(message)
+        log.warning(message)
+
+
 def step_context(model_options):
     """The StepContext of the model evaluation these options belong to (None outside one)."""
     return model_options.get("transformer_options", {}).get(STEP_KEY)

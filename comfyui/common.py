@@ -5,7 +5,7 @@ import comfy.model_sampling
 
 from ..attention.dit_blocks import dit_family, dit_layers
 from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
-from ..attention.router import ROUTER_KEY
+from ..attention import router as routing
 
 _LOG = logging.getLogger("attnguide")
 
@@ -44,16 +44,11 @@ def select_layers(text, layers, input_name, auto=None):
 
 
 def method_key(model, name):
-    router = model.model_options.get("transformer_options", {}).get(ROUTER_KEY)
-    return f"{name}.{len(router.methods) if router else 0}"
+    return routing.method_key(model.model_options, name)
 
 
 def warn_once(ctx, message):
-    """Log `message` once per generation (every time where the host keeps no run state)."""
-    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
-    if message not in seen:
-        seen.add(message)
-        _LOG.warning(message)
+    routing.warn_once(ctx, message, _LOG)
 
 
 def diffusers_timestep(args):

@@ -26,7 +26,7 @@ NAME = "Attend-and-Excite"
 
 def apply_attend_excite(patcher, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
                         scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale,
-                        token_indices="", tokenize=None, sigmas=None):
+                        token_indices="", tokenize=None, sigmas=None, **_host):
     diffusion_model = patcher.model.diffusion_model
     if not is_unet(diffusion_model):
         raise ValueError(f"{NAME}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "

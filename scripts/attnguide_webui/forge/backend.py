@@ -18,32 +18,12 @@ from .sega import apply_sega
 METHODS = ("sag", "pag", "sega", "attend_excite", "panorama", "pix2pix_zero")
 
 
+APPLY = {"sag": apply_sag, "pag": apply_pag, "sega": apply_sega, "panorama": apply_panorama,
+         "attend_excite": apply_attend_excite, "pix2pix_zero": apply_pix2pix_zero}
+
+
 def apply(method, unet_patcher, params=None):
-    params = dict(params or {})
-    if method == "sag":
-        p = resolve("sag", params)
-        return apply_sag(unet_patcher, p["scale"], p["blur_sigma"], p["threshold"], p["layer"],
-                         p["start_percent"], p["end_percent"], p["sigmas"])
-    if method == "pag":
-        p = resolve("pag", params)
-        return apply_pag(unet_patcher, p["scale"], p["adaptive_scale"], p["layers"], p["rescale"],
-                         p["start_percent"], p["end_percent"], p["sigmas"])
-    if method == "sega":
-        p = resolve("sega", params)
-        return apply_sega(unet_patcher, p["concepts"], p["momentum_scale"], p["momentum_beta"], p["encode"], p["sigmas"])
-    if method == "panorama":
-        p = resolve("panorama", params)
-        return apply_panorama(unet_patcher, p["window_width"], p["window_height"], p["stride"], p["wrap"],
-                              p["weights"], p["window_batch"], p["sigmas"])
-    if method == "attend_excite":
-        p = resolve("attend_excite", params)
-        return apply_attend_excite(unet_patcher, p["prompt"], p["words"], p["max_excite_steps"], p["thresholds"],
-                                   p["scale_factor"], p["scale_range_start"], p["scale_range_end"],
-                                   p["max_refinement_iterations"], p["smoothing_sigma"], p["attention_downscale"],
-                                   p["token_indices"], p["tokenize"], p["sigmas"])
-    if method == "pix2pix_zero":
-        p = resolve("pix2pix_zero", params)
-        return apply_pix2pix_zero(unet_patcher, p["source"], p["target"], p["guidance_amount"], p["seed"],
-                                  p["lambda_auto_corr"], p["lambda_kl"], p["regularization_steps"], p["auto_corr_rolls"],
-                                  p["init_latent"], p["encode"], p["sigmas"])
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    """One signature for every method: the patcher and the node-keyed params (with the host's values)."""
+    if method not in APPLY:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return APPLY[method](unet_patcher, **resolve(method, dict(params or {})))

@@ -5,7 +5,7 @@ from .params import layers_of, method_key
 from .router import host, install
 
 
-def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, end_percent, sigmas=None):
+def apply_pag(patcher, scale, adaptive_scale, layers, rescale, start_percent, end_percent, sigmas=None, **_host):
     selected = layers_of(patcher, layers, "layers", "Perturbed-Attention Guidance", AUTO_LAYERS["unet"])
     m = patcher.clone()
     if scale == 0:

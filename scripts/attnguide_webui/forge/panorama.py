@@ -28,7 +28,7 @@ def native_window(patcher):
     return 128 if getattr(patcher.model.diffusion_model, "num_classes", None) is not None else 64
 
 
-def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None):
+def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None, **_host):
     window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
                                                LATENT_SCALE, native_window(patcher))
     if has_method(patcher, "p2pz."):

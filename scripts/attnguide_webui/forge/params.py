@@ -1,7 +1,7 @@
 """Parameters of the Forge backend: the ComfyUI node's execute() inputs, names and defaults from methods/,
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
 from ....attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
-from ....attention.router import ROUTER_KEY
+from ....attention.router import method_key as router_key
 from ....methods import METHODS
 
 
@@ -43,5 +43,4 @@ def layers_of(patcher, text, input_name, title, auto):
 
 
 def method_key(patcher, name):
-    router = patcher.model_options.get("transformer_options", {}).get(ROUTER_KEY)
-    return f"{name}.{len(router.methods) if router else 0}"
+    return router_key(patcher.model_options, name)

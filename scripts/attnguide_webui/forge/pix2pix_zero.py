@@ -34,7 +34,7 @@ NAME = "Pix2Pix-Zero"
 
 def apply_pix2pix_zero(patcher, source, target, guidance_amount, seed, lambda_auto_corr, lambda_kl,
                        regularization_steps, auto_corr_rolls, init_latent=None, encode=None, sigmas=None,
-                       map_dtype=torch.float16):
+                       map_dtype=torch.float16, **_host):
     diffusion_model = patcher.model.diffusion_model
     if not is_unet(diffusion_model):
         raise ValueError(f"{NAME}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "

@@ -24,6 +24,7 @@ import math
 import torch
 
 from ....attention import model_calls
+from ....attention import router as routing
 from ....attention.attn1_replace import RoutedAttn1Replace, chain_foreign
 from ....attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
 from ....guidance import panorama as pano
@@ -38,11 +39,7 @@ _LOG = logging.getLogger("attnguide")
 
 
 def warn_once(ctx, message):
-    """Log `message` once per generation."""
-    seen = ctx.run.setdefault("warned", set()) if ctx.run is not None else set()
-    if message not in seen:
-        seen.add(message)
-        _LOG.warning(message)
+    routing.warn_once(ctx, message, _LOG)
 
 
 def host(model_options):

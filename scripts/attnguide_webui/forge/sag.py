@@ -5,7 +5,7 @@ from .params import layers_of, method_key
 from .router import install, run_extra
 
 
-def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_percent, sigmas=None):
+def apply_sag(patcher, scale, blur_sigma, threshold, layer, start_percent, end_percent, sigmas=None, **_host):
     selected = sag_layer(layers_of(patcher, layer, "layer", "Self-Attention Guidance", auto_layer("unet", ())), layer)
     schedule = Schedule(start_percent, end_percent)
     m = patcher.clone()

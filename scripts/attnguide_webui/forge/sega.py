@@ -33,7 +33,7 @@ class _Concept:
         self.at(100)  # validates threshold, weight, warmup, cooldown, timing with the core's messages
 
 
-def apply_sega(patcher, concepts, momentum_scale, momentum_beta, encode=None, sigmas=None):
+def apply_sega(patcher, concepts, momentum_scale, momentum_beta, encode=None, sigmas=None, **_host):
     """concepts: dicts keyed like the SEGA Concept node's inputs (prompt, direction, scale, warmup,
     cooldown, timing, threshold, weight), or with 'conditioning' already encoded instead of 'prompt'."""
     if not concepts:
