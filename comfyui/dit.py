@@ -10,6 +10,7 @@ DiT's blocks, removed by their handles when the call returns or fails:
     outputs are gathered back for the whole batch, each copy taking its source's rows.
 The model's modules are never changed outside the call.
 """
+import dataclasses
 import math
 
 import torch
@@ -100,20 +101,33 @@ def _split(router, ctx, to, x):
 
 def _narrow(rows, all_rows, options):
     """The block runs the shared rows only; the hooks inside it see their chunk labels (options)."""
+    take = lambda t: t[rows] if t.ndim > 0 and t.shape[0] == all_rows else t
+
     def pre_hook(module, args, kwargs):
-        take = lambda t: t[rows] if torch.is_tensor(t) and t.ndim > 0 and t.shape[0] == all_rows else t
-        kwargs = {k: take(v) for k, v in kwargs.items()}
+        kwargs = {k: _each_tensor(take, v) for k, v in kwargs.items()}
         if isinstance(kwargs.get("transformer_options"), dict):
             kwargs["transformer_options"] = options
-        return tuple(take(a) for a in args), kwargs
+        return tuple(_each_tensor(take, a) for a in args), kwargs
     return pre_hook
 
 
 def _widen(gather, shared_rows):
-    def hook(module, args, output):
-        full = lambda t: t[gather] if torch.is_tensor(t) and t.ndim > 0 and t.shape[0] == shared_rows else t
-        return tuple(full(o) for o in output) if isinstance(output, tuple) else full(output)
-    return hook
+    full = lambda t: t[gather] if t.ndim > 0 and t.shape[0] == shared_rows else t
+    return lambda module, args, output: _each_tensor(full, output)
+
+
+def _each_tensor(fn, value):
+    """value with fn applied to every tensor in it: tensors, tuples and lists of them, and dataclasses
+    of them (Chroma hands its blocks their modulations as ModulationOut dataclasses)."""
+    if torch.is_tensor(value):
+        return fn(value)
+    if isinstance(value, (tuple, list)):
+        items = [_each_tensor(fn, v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _each_tensor(fn, getattr(value, f.name))
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 def route(ctx, nxt, args, kwargs):

@@ -49,7 +49,20 @@ def qwen_image(seed=0):
                                    "joint_attention_dim": CONTEXT_DIM, "axes_dims_rope": (8, 12, 12)}, seed)
 
 
-FAMILIES = {"flux": flux, "sd3": sd3, "qwen_image": qwen_image}
+def chroma(seed=0):
+    """Chroma's modulation table has 344 rows, i.e. Flux.1's 19 double and 38 single blocks."""
+    import comfy.ldm.chroma.model as chroma_model
+    import comfy.supported_models as sm
+    fields = inspect.signature(chroma_model.ChromaParams).parameters
+    newer = {k: v for k, v in (("txt_ids_dims", []), ("vec_in_dim", POOLED_DIM)) if k in fields}
+    return _patcher(sm.Chroma, {**newer, "image_model": "chroma", "in_channels": 64, "out_channels": 64,
+                                "context_in_dim": CONTEXT_DIM, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2,
+                                "depth": 19, "depth_single_blocks": 38, "axes_dim": [8, 12, 12], "theta": 10000,
+                                "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64, "hidden_dim": 64,
+                                "n_layers": 2}, seed)
+
+
+FAMILIES = {"flux": flux, "sd3": sd3, "qwen_image": qwen_image, "chroma": chroma}
 
 
 def conds(batch, seed=1, guidance=None):

@@ -8,7 +8,8 @@ import torch
 import dit_models as M
 from node_runs import pag_node, rel, sag_node
 
-FAMILIES = ["sd3", "flux", "qwen_image"]
+FAMILIES = ["sd3", "flux", "qwen_image", "chroma"]
+FAMILY_KEY = {"sd3": "sd3", "flux": "flux", "qwen_image": "qwen_image", "chroma": "flux"}
 SHARED_TOL = 1e-5
 
 
@@ -39,7 +40,7 @@ def test_pag_moves_and_its_shared_blocks_change_nothing(dit, cfg, monkeypatch):
     import attnguide.comfyui.dit as dit_path
     family, model = dit
     plain = M.sample(model, family, cfg=cfg)
-    layer = {"sd3": "j2", "flux": "s1", "qwen_image": "j1"}[family]
+    layer = {"sd3": "j2", "flux": "s1", "qwen_image": "j1", "chroma": "s5"}[family]
     pag = pag_node(model, layers=layer)
     log = RowLog(model)
     try:
@@ -63,9 +64,9 @@ def test_pag_auto_layers_follow_the_reference(dit):
     from attnguide.methods.pag import AUTO_LAYERS
     family, model = dit
     key, layers = common.attention_layers_or_warn(model, "test")
-    assert key == family
+    assert key == FAMILY_KEY[family]
     assert [str(x) for x in parse_layers("auto", layers, auto=AUTO_LAYERS[key])] == \
-        [{"sd3": "j1", "flux": "s0", "qwen_image": "j1"}[family]]
+        [{"sd3": "j1", "flux": "s0", "qwen_image": "j1", "chroma": "s0"}[family]]
     assert rel(M.sample(pag_node(model, layers="auto"), family), M.sample(model, family)) >= 1e-3
 
 
@@ -140,7 +141,7 @@ def _plain_sag(model, layer, scale, blur_sigma, threshold):
 @pytest.mark.parametrize("cfg", [3.0, 1.0])
 def test_sag_equals_a_plain_two_pass_sag_and_moves(dit, cfg):
     family, model = dit
-    layer = {"sd3": "j1", "flux": "j1", "qwen_image": "j1"}[family]
+    layer = {"sd3": "j1", "flux": "j1", "qwen_image": "j1", "chroma": "j9"}[family]
     ours = M.sample(sag_node(model, scale=0.75, layer=layer), family, cfg=cfg)
     plain = M.sample(_plain_sag(model, layer, 0.75, 1.0, 1.0), family, cfg=cfg)
     assert rel(ours, plain) <= 1e-5
