@@ -1,8 +1,8 @@
 """Parameters of the Forge backend: the ComfyUI node's execute() inputs, names and defaults from methods/,
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
-from ....attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
 from ....attention.router import method_key as router_key
 from ....methods import METHODS
+from ..unet_layers import named_layers
 
 
 def _defaults(params):
@@ -32,14 +32,7 @@ def resolve(method, params, defaults=None):
 
 
 def layers_of(patcher, text, input_name, title, auto):
-    diffusion_model = patcher.model.diffusion_model
-    if not is_unet(diffusion_model):
-        raise ValueError(f"{title}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "
-                         "self-attention of a UNet (SD1.x, SD2.x, SDXL).")
-    try:
-        return parse_layers(text, unet_layers(diffusion_model), input_name, auto)
-    except LayerSelectionError as e:
-        raise ValueError(str(e)) from None
+    return named_layers(patcher.model.diffusion_model, text, input_name, title, auto)
 
 
 def method_key(patcher, name):
