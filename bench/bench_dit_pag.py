@@ -40,11 +40,12 @@ import contextlib
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step  # noqa: E402
-from interleave import add_host_options, sample_rounds, timed  # noqa: E402
+from interleave import add_host_options, sample_rounds  # noqa: E402
 
 CFG = bench_step.CFG
 PAG_SCALE = bench_step.PAG_SCALE
@@ -97,8 +98,8 @@ def parse_args(argv=None):
 
 
 def build_model(comfy_host, kind, size):
-    import torch
     import comfy.supported_models
+    import torch
     cls, unet, *_ = MODELS[(kind, size)]
     cfg = getattr(comfy.supported_models, cls)(dict(unet))
     cfg.set_inference_dtype(torch.float32, None)
@@ -119,7 +120,11 @@ def conds(kind, size):
 def register_cpu_sdpa_flops():
     """FlopCounterMode knows the CUDA SDPA kernels; the CPU one gets the same formula."""
     import torch
-    from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
+    from torch.utils.flop_counter import (
+        flop_registry,
+        register_flop_formula,
+        sdpa_flop_count,
+    )
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if op is None or op in flop_registry:
         return
@@ -132,8 +137,8 @@ def register_cpu_sdpa_flops():
 def flop_profile(model, pos, latent_shape):
     """(one row's forward FLOPs, {layer: FLOPs from that block's entry to the end of the forward})."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
     from attnguide.attention.dit_blocks import dit_blocks, dit_family
+    from torch.utils.flop_counter import FlopCounterMode
     register_cpu_sdpa_flops()
     dm = model.model.diffusion_model
     counter, entered = FlopCounterMode(display=False), {}
@@ -175,6 +180,60 @@ class BlockRows:
             h.remove()
 
 
+class GatherCost:
+    """Time and bytes of the shared path's own work: the pre-hooks that narrow a prefix block's
+    inputs to the shared rows and the hooks that gather its outputs for the copies (wraps
+    attnguide.comfyui.dit._narrow/_widen while on)."""
+
+    def __init__(self):
+        self.seconds = self.bytes = 0.0
+
+    def wrap(self, make, counts_output):
+        def factory(*a):
+            hook = make(*a)
+
+            def timed_hook(*args):
+                t = time.perf_counter()
+                out = hook(*args)
+                self.seconds += time.perf_counter() - t
+                if counts_output:
+                    self.bytes += sum(o.numel() * o.element_size() for o in (out if isinstance(out, tuple) else (out,))
+                                      if hasattr(o, "numel"))
+                return out
+            return timed_hook
+        return factory
+
+    @contextlib.contextmanager
+    def on(self):
+        from attnguide.comfyui import dit
+        saved = dit._narrow, dit._widen
+        dit._narrow, dit._widen = self.wrap(saved[0], False), self.wrap(saved[1], True)
+        try:
+            yield self
+        finally:
+            dit._narrow, dit._widen = saved
+
+    def take(self):
+        out = (self.seconds, self.bytes)
+        self.seconds = self.bytes = 0.0
+        return out
+
+
+def batch_scaling(model, pos, latent_shape, repeats=3):
+    """Median CPU seconds of one bare forward of the diffusion model at batch 1, 2, 3 (interleaved)."""
+    import torch
+    dm, times = model.model.diffusion_model, {1: [], 2: [], 3: []}
+    for _ in range(repeats):
+        for b in times:
+            x = torch.randn(b, *latent_shape)
+            kwargs = {"context": pos[0][0].expand(b, -1, -1), "y": pos[0][1]["pooled_output"].expand(b, -1)}
+            with torch.no_grad():
+                t = time.process_time()
+                dm(x, torch.full((b,), 0.5), **kwargs)
+                times[b].append(time.process_time() - t)
+    return {b: statistics.median(v) for b, v in times.items()}
+
+
 @contextlib.contextmanager
 def unshared(active):
     """attnguide.comfyui.dit._split -> None: the perturbed copies run every block."""
@@ -205,10 +264,10 @@ def rows_line(rows):
 def main(argv=None):
     a = parse_args(argv)
     comfy_host, device = bench_step.setup_comfy(a)
-    import torch
     import comfy.ldm.modules.attention as host_attention
-    from attnguide.attention.layers import forward_order, parse_layers
+    import torch
     from attnguide.attention.dit_blocks import dit_family, dit_layers
+    from attnguide.attention.layers import forward_order, parse_layers
     from attnguide.nodes.pag import PerturbedAttentionGuidance as PAG
 
     base = build_model(comfy_host, a.model, a.size)
@@ -258,16 +317,24 @@ def main(argv=None):
     for sel in a.layers:
         print(f"              PAG {sel:<4} share {share[sel]:6.1%}   CFG {1 + 0.5 * share[sel]:.3f}   "
               f"CFG 1 {1 + share[sel]:.3f}")
+    scale = batch_scaling(base, pos, latent_shape, 3 if a.size == "bench" else 7)
+    print(f"  batch       bare forward, cpu s (median of 3, interleaved): batch 1 {scale[1]:.3f}, 2 {scale[2]:.3f}, "
+          f"3 {scale[3]:.3f}; batch 3 / batch 2 = {scale[3] / scale[2]:.3f} (FLOPs: 1.5), batch 2 / batch 1 = "
+          f"{scale[2] / scale[1]:.3f} (FLOPs: 2)")
     print(f"  load avg    {bench_step.loadavg()} (start)", flush=True)
 
-    rows = BlockRows(base)
+    rows, gather = BlockRows(base), GatherCost()
     warm, diffs = {}, {}
-    for name, m, cfg, shared in configs:  # warm-up: one call each, the rows its blocks ran
+    for name, m, cfg, shared in configs:  # warm-up: one call each, the rows its blocks ran, the gather's cost
         rows.on = True
-        warm[name] = run(m, cfg, shared, a.steps)
+        with gather.on():
+            warm[name] = run(m, cfg, shared, a.steps)
         rows.on = False
         r = rows.take()
-        print(f"  warm-up     {name:<26} {rows_line(r)}", flush=True)
+        g_s, g_b = gather.take()
+        cost = f"; narrow+gather hooks {g_s * 1e3 / a.steps:.1f} ms/step, gathered {bench_step.fmt_bytes(g_b / a.steps)}/step" \
+            if g_b else ""
+        print(f"  warm-up     {name:<26} {rows_line(r)}{cost}", flush=True)
     rows.close()
     for name, *_ in configs:
         if name.endswith(" unshared"):
@@ -284,14 +351,17 @@ def main(argv=None):
     clock = med_c if cpu_clock else med_w
     print()
     print(f"{'configuration':<26} {'wall s/step':>11} {'x plain':>8} {'round range':>12} {'cpu s/step':>10} "
-          f"{'x plain':>8} {'bound':>6} {'verdict':>7} {'peak mem':>9} {'|shared-unsh|':>13} {'|out-plain|':>11}")
+          f"{'x plain':>8} {'bound':>6} {'verdict':>7} {'saved':>11} {'peak mem':>9} {'|shared-unsh|':>13} {'|out-plain|':>11}")
     ok = []
     for name, _, cfg, shared in configs:
         rounds = [t / p for t, p in zip(wall[name], wall[ref[name]])]
         ms = [x for x in mems[name] if x is not None]
         rng = f"{min(rounds):.2f}-{max(rounds):.2f}"
         sel = selection.get(name)
-        bound = verdict = ""
+        bound = verdict = saved = ""
+        if sel and shared:
+            un = clock[name + " unshared"] / clock[ref[name]]
+            saved = f"{(un - clock[name] / clock[ref[name]]) / (un - 1):.2f}/{1 - share[sel]:.2f}"
         if sel:
             b = 1 + (share[sel] if cfg == 1.0 else 0.5 * share[sel])
             bound = f"{b:.3f}"
@@ -304,10 +374,13 @@ def main(argv=None):
         diff = f"{diffs[name]:.2g}" if name in diffs else ""
         change = float((outs[name] - outs[ref[name]]).abs().mean())
         print(f"{name:<26} {med_w[name]:11.3f} {med_w[name] / med_w[ref[name]]:8.2f} {rng:>12} "
-              f"{med_c[name]:10.3f} {med_c[name] / med_c[ref[name]]:8.2f} {bound:>6} {verdict:>7} "
+              f"{med_c[name]:10.3f} {med_c[name] / med_c[ref[name]]:8.2f} {bound:>6} {verdict:>7} {saved:>11} "
               f"{bench_step.fmt_bytes(statistics.median(ms) if ms else None):>9} {diff:>13} {change:11.3g}")
     print(f"  x plain: ratio of medians to plain CFG at the same CFG scale, in this run; round range: per-round wall "
           f"ratios; verdict: {'cpu' if cpu_clock else 'wall'} ratio <= bound (shared rows only; unshared for reference)")
+    print("  saved: measured/expected share of the copy's extra cost the shared prefix saves: (unshared - shared) / "
+          "(unshared - 1) in x plain, against 1 - share (FLOPs); 1 + share x (unshared - 1) is the bound at this "
+          "machine's cost of a row")
     print(f"  peak mem: {mem.what}; median over rounds")
     print("  |shared-unsh|: max |latent shared - latent unshared| (warm-up call); |out-plain|: mean |latent - plain's|")
     print("  raw wall s/step per round: " + "; ".join(f"{k}: " + " ".join(f"{x:.3f}" for x in v) for k, v in wall.items()))
