@@ -30,12 +30,17 @@ def map_evaluator(calc, model, conds, sigma, model_options, layers, h, w, downsc
             calc(model, [item_conds(conds, item)], x, sigma.clone(), unrouted(model_options, 1, layers, capture))
         except _Measured:
             pass
-        attention = store.mean()
-        if attention is None:
-            raise RuntimeError(f"{name}: no cross-attention map of {h}x{w} was captured at the chosen "
-                               f"attention_downscale {downscale}; this latent size does not reach it.")
-        if max(indices) >= attention.shape[-1] - 1:
-            raise ValueError(f"{name}: token index {max(indices)} is past the prompt's last position "
-                             f"({attention.shape[-1] - 2}).")
-        return attention[0].reshape(h, w, -1)
+        return measured_maps(store, indices, name, h, w, downscale)
     return evaluate
+
+
+def measured_maps(store, indices, name, h, w, downscale):
+    """The captured maps of one measuring forward as (h, w, tokens), checked against the token indices."""
+    attention = store.mean()
+    if attention is None:
+        raise RuntimeError(f"{name}: no cross-attention map of {h}x{w} was captured at the chosen "
+                           f"attention_downscale {downscale}; this latent size does not reach it.")
+    if max(indices) >= attention.shape[-1] - 1:
+        raise ValueError(f"{name}: token index {max(indices)} is past the prompt's last position "
+                         f"({attention.shape[-1] - 2}).")
+    return attention[0].reshape(h, w, -1)

@@ -27,6 +27,7 @@ from ....guidance.excite_inputs import (
     parse_thresholds,
     resolve,
 )
+from ....attention.excite_forward import measured_maps
 from ....guidance.latent_update import moved_latent_denoised
 from .forward import InstanceForward, forwards_replaced, hand_back
 from ..errors import NotServed
@@ -181,15 +182,7 @@ class _Mover(InstanceForward):
                 d.inner_model(space.model_x(x_sigma, t), t, cond=cond)
             except _Measured:
                 pass
-        attention = store.mean()
-        if attention is None:
-            raise RuntimeError(f"{TITLE}: no cross-attention map of {h}x{w} was captured at attention_downscale "
-                               f"{self.downscale}; this image size does not reach it.")
-        indices = self.settings(1).indices
-        if max(indices) >= attention.shape[-1] - 1:
-            raise ValueError(f"{TITLE}: token index {max(indices)} is past the prompt's last position "
-                             f"({attention.shape[-1] - 2}).")
-        return attention[0].reshape(h, w, -1)
+        return measured_maps(store, self.settings(1).indices, TITLE, h, w, self.downscale)
 
     def _capturing(self, store):
         return forwards_replaced(self.attn2, lambda m: functools.partial(_capture, m, store, len(self.attn2)))
