@@ -15,18 +15,16 @@ from .layers import Layer
 @dataclass(frozen=True)
 class DitFamily:
     key: str         # "sd3", "flux", "qwen_image": what methods key their defaults on
-    name: str        # what users call it
     stacks: tuple    # ((layer kind, attribute of the diffusion model), ...) in forward order
     text_arg: tuple  # (position, keyword) of the text stream in a joint block's call
     patch: int = 2   # latent pixels per token side
 
 
-SD3 = DitFamily("sd3", "SD3 / SD3.5 (MMDiT)", (("joint", "joint_blocks"),), (0, "context"))
-FLUX = DitFamily("flux", "Flux-family", (("joint", "double_blocks"), ("single", "single_blocks")), (1, "txt"))
-QWEN_IMAGE = DitFamily("qwen_image", "Qwen-Image", (("joint", "transformer_blocks"),), (1, "encoder_hidden_states"))
+SD3 = DitFamily("sd3", (("joint", "joint_blocks"),), (0, "context"))
+FLUX = DitFamily("flux", (("joint", "double_blocks"), ("single", "single_blocks")), (1, "txt"))
+QWEN_IMAGE = DitFamily("qwen_image", (("joint", "transformer_blocks"),), (1, "encoder_hidden_states"))
 FAMILIES = {
     "OpenAISignatureMMDITWrapper": SD3,
-    "MMDiT": SD3,
     "Flux": FLUX,
     "Chroma": FLUX,
     "QwenImageTransformer2DModel": QWEN_IMAGE,

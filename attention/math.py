@@ -23,6 +23,16 @@ def identity_attention(q, k, v, heads):
     return v
 
 
+def _prob_chunks(qh, kh):
+    """(probs, start) over query chunks: float32 softmax(q k^T / sqrt(d)) shaped (batch, heads,
+    chunk_queries, keys), of split-head q and k."""
+    b, h, nq, d = qh.shape
+    chunk = max(1, min(nq, _CHUNK_ELEMENTS // max(1, b * h * kh.shape[2])))
+    kt = kh.float().transpose(-1, -2)
+    for start in range(0, nq, chunk):
+        yield torch.softmax(qh[:, :, start:start + chunk].float() @ kt * d ** -0.5, dim=-1), start
+
+
 def softmax_attention(q, k, v, heads, on_probs=None):
     """Plain softmax attention computed in query chunks with float32 scores.
 
@@ -31,17 +41,11 @@ def softmax_attention(q, k, v, heads, on_probs=None):
     maps) without the whole map ever being held.
     """
     qh, kh, vh = split_heads(q, heads), split_heads(k, heads), split_heads(v, heads)
-    b, h, nq, d = qh.shape
-    nk = kh.shape[2]
-    scale = d ** -0.5
-    chunk = max(1, min(nq, _CHUNK_ELEMENTS // max(1, b * h * nk)))
-    kt = kh.float().transpose(-1, -2)
     out = torch.empty_like(qh)
-    for start in range(0, nq, chunk):
-        probs = torch.softmax(qh[:, :, start:start + chunk].float() @ kt * scale, dim=-1)
+    for probs, start in _prob_chunks(qh, kh):
         if on_probs is not None:
             on_probs(probs, start)
-        out[:, :, start:start + chunk] = (probs.to(vh.dtype) @ vh)
+        out[:, :, start:start + probs.shape[2]] = (probs.to(vh.dtype) @ vh)
     return merge_heads(out)
 
 
@@ -75,11 +79,7 @@ def image_identity_with_text(q, k, v, heads, text_tokens, attend):
 def self_attention_key_mass(q, k, heads):
     """The key mass of attention_with_key_mass (per batch item, the head-averaged attention each
     key receives from all queries; mean exactly 1) without computing the output."""
-    qh, kh = split_heads(q, heads), split_heads(k, heads)
-    b, h, nq, d = qh.shape
-    chunk = max(1, min(nq, _CHUNK_ELEMENTS // max(1, b * h * kh.shape[2])))
-    kt = kh.float().transpose(-1, -2)
-    mass = torch.zeros(b, kh.shape[2], device=q.device, dtype=torch.float32)
-    for start in range(0, nq, chunk):
-        mass.add_(torch.softmax(qh[:, :, start:start + chunk].float() @ kt * d ** -0.5, dim=-1).sum(dim=(1, 2)))
+    mass = torch.zeros(q.shape[0], k.shape[1], device=q.device, dtype=torch.float32)
+    for probs, _ in _prob_chunks(split_heads(q, heads), split_heads(k, heads)):
+        mass.add_(probs.sum(dim=(1, 2)))
     return mass / heads

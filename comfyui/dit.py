@@ -45,8 +45,10 @@ class DitCalls:
                 if layer in routed:
                     handles.append(block.register_forward_pre_hook(call.enter(layer), with_kwargs=True))
                     handles.append(block.register_forward_hook(call.leave))
-                elif layer.kind == "joint":
-                    handles.append(block.register_forward_pre_hook(call.see_text, with_kwargs=True))
+            joint = [(layer, block) for layer, block in blocks if layer.kind == "joint"]
+            if joint and joint[-1][0] not in routed and any(layer.kind == "single" for layer in routed):
+                # single blocks get [text, image] in one stream: the last joint block tells the text's length
+                handles.append(joint[-1][1].register_forward_pre_hook(call.see_text, with_kwargs=True))
             split = _split(router, ctx, to, x)
             if split is not None:
                 layer, rows, gather, prefix = split
