@@ -7,8 +7,8 @@ The host adapter gives the router three things per sampler step:
                        and the role of every conds entry ("cond", "uncond", a method key)
   attend            -> called for a hooked self-attention with the host's kernel as
                        `base(q, k, v, labels)`; hooks see only the rows whose role they
-                       asked for, and base is told which chunks (cond_or_uncond labels)
-                       the rows it gets belong to.
+                       asked for, and base and the hooks are told which chunks
+                       (options["cond_or_uncond"] labels) the rows they get belong to.
 Everything here is host-free; the per-step state travels in the host's per-call
 options dict under STEP_KEY / ROLES_KEY.
 """
@@ -139,9 +139,10 @@ class Router:
             end = start + 1
             while end < len(chains) and chains[end] == chains[start]:
                 end += 1
-            s = slice(start * rows, end * rows)
-            part = lambda q, k, v, labels=labels[start:end]: base(q, k, v, labels)
-            outs.append(_run(chains[start], q[s], k[s], v[s], heads, ctx, options, part))
+            s, group = slice(start * rows, end * rows), labels[start:end]
+            part = lambda q, k, v, group=group: base(q, k, v, group)
+            seen = options if end - start == len(labels) else {**options, "cond_or_uncond": group}
+            outs.append(_run(chains[start], q[s], k[s], v[s], heads, ctx, seen, part))
             start = end
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 

@@ -279,7 +279,7 @@ def main(argv=None):
     mem = bench_step.Memory(device)
 
     def pag(sel):
-        return PAG.execute(base, PAG_SCALE, 0.0, sel, 0.0, 0.0, 1.0).args[0]
+        return PAG.execute(base, scale=PAG_SCALE, adaptive_scale=0.0, layers=sel, rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
 
     def run(m, cfg, shared, steps):
         with unshared(not shared):

@@ -107,7 +107,7 @@ def main(argv=None):
         saved = shared_prefix_comfy.HAS_WRAPPER
         shared_prefix_comfy.HAS_WRAPPER = shared
         try:
-            return PAG.execute(base, bench_step.PAG_SCALE, 0.0, layers, 0.0, 0.0, 1.0).args[0]
+            return PAG.execute(base, scale=bench_step.PAG_SCALE, adaptive_scale=0.0, layers=layers, rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
         finally:
             shared_prefix_comfy.HAS_WRAPPER = saved
 

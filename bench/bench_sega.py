@@ -39,9 +39,9 @@ def configurations(base, comfy_host):
         stack = None
         for i in range(n):
             cond, _ = comfy_host.conds(base, seed=100 + i)
-            stack = SEGAConcept.execute("", "add" if i % 2 == 0 else "remove", 5.0, 0, -1, "steps", 0.9, 1.0,
+            stack = SEGAConcept.execute(prompt="", direction="add" if i % 2 == 0 else "remove", scale=5.0, warmup=0, cooldown=-1, timing="steps", threshold=0.9, weight=1.0,
                                         conditioning=cond, concepts=stack).args[0]
-        configs.append((f"SEGA {n} concept{'s' if n > 1 else ''}", SemanticGuidance.execute(base, stack, 0.1, 0.4).args[0], n))
+        configs.append((f"SEGA {n} concept{'s' if n > 1 else ''}", SemanticGuidance.execute(base, stack, momentum_scale=0.1, momentum_beta=0.4).args[0], n))
     return configs
 
 

@@ -272,10 +272,10 @@ def configurations(base):
     from attnguide.nodes.sag import SelfAttentionGuidance as OurSAG
 
     def our_sag(m):
-        return OurSAG.execute(m, SAG_SCALE, SAG_BLUR, 1.0, "m0.0", 0.0, 1.0).args[0]
+        return OurSAG.execute(m, scale=SAG_SCALE, blur_sigma=SAG_BLUR, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0).args[0]
 
     def our_pag(m):
-        return OurPAG.execute(m, PAG_SCALE, 0.0, "m0", 0.0, 0.0, 1.0).args[0]
+        return OurPAG.execute(m, scale=PAG_SCALE, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
 
     def bi_sag(m):
         return BuiltinSAG.execute(m, SAG_SCALE, SAG_BLUR).args[0]

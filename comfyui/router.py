@@ -22,7 +22,9 @@ from ..attention import model_calls
 from ..attention.attn1_replace import RoutedAttn1Replace, chain_foreign, with_labels
 from ..attention.layers import DIT_KINDS, Layer
 from ..attention.router import ROLES_KEY, ROUTER_KEY, RUN_KEY, STEP_KEY, Router
-from . import dit, shared_prefix
+from ..methods.args_step import post_cfg_function
+from ..methods.build import Target
+from . import common, dit, shared_prefix
 
 WRAPPER_KEY = "attnguide"
 OVERRIDE_KEY = "optimized_attention_override"
@@ -46,6 +48,28 @@ def install(model, method, force_replace=False):
     to[ROUTER_KEY] = router.with_method(method)
     for layer in sorted(new_layers):
         _route_layer(model, layer, force_replace)
+
+
+def install_built(model, built):
+    """Install what a method's build gave (methods/build.py) on ModelPatcher `model` (a clone)."""
+    install(model, built.method)
+    model.set_model_sampler_post_cfg_function(
+        post_cfg_function(built.post_cfg, run_extra, common.diffusers_timestep, common.warn_once))
+
+
+def apply(model, spec, build, params):
+    """A clone of `model` with the method `build` (methods/<name>.build) makes from `params`; `model`
+    itself where the method does nothing (scale 0) or cannot serve the model (a warning names it)."""
+    found = common.attention_layers_or_warn(model, spec.title)
+    if found is None:
+        return model
+    family, layers = found
+    m = model.clone()
+    built = build(Target(common.method_key(m, spec.key), family, layers), **params)
+    if built.method is None:
+        return model
+    install_built(m, built)
+    return m
 
 
 def add_sampler_conds(model, key, make):

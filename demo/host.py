@@ -65,9 +65,11 @@ class Host:
     def sample(self, noise, cond, uncond, cfg, steps=20):
         sigmas = ddim_sigmas(self.model, steps)
         x = noise * math.sqrt(1 + sigmas[0] ** 2)  # DDIM's start, x = x0 + sigma * eps
+        run = {}  # what methods keep for the whole generation (SEGA's momentum)
         for i in range(steps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             ctx = self.router.begin_step(sigma, sigmas, cfg)
+            ctx.run = run
             ctx.sampler_conds = {"positive": cond, "negative": uncond}
             for g in self.guidances:
                 if g.pre_step is not None:

@@ -1,6 +1,7 @@
-"""The landed methods as Guidance for the demo sampler, built from the pack's core the way
-nodes/sag.py, nodes/pag.py, nodes/sega.py and nodes/attend_excite.py build them for ComfyUI (no method math here)."""
+"""The landed methods as Guidance for the demo sampler: SAG, PAG and SEGA from their methods/ builds
+(as every host builds them), Attend-and-Excite composed as nodes/attend_excite.py composes it."""
 import dataclasses
+import logging
 import math
 
 import torch
@@ -11,83 +12,60 @@ from ._pack import core
 from .host import Guidance
 
 _layers = core("attention.layers")
-_math = core("attention.math")
 _router = core("attention.router")
-_sag = core("guidance.sag")
-_pag = core("guidance.pag")
-_sega = core("guidance.sega")
+_sag = core("methods.sag")
+_pag = core("methods.pag")
+_sega = core("methods.sega")
+_build = core("methods.build")
+_args_step = core("methods.args_step")
 _excite = core("guidance.attend_excite")
 _schedule = core("guidance.schedule")
 _levels = core("attention.unet_levels")
+_LOG = logging.getLogger("attnguide.demo")
 
 
-def select(model, text, name="layers"):
-    return _layers.parse_layers(text, _layers.unet_layers(model.unet), name)
+def _guidance(built):
+    """A method's Built (methods/build.py) as the demo sampler's Guidance: its post-CFG sees the
+    sampler's args through the Step ComfyUI-shaped hosts use."""
+    def post_cfg(args):
+        return built.post_cfg(_args_step.ArgsStep(args, args["ctx"], _run_extra, _timestep, _warn))
+    return Guidance(built.method, post_cfg)
+
+
+def _run_extra(args, conds, x):
+    return args["host"].extra(x, args["sigma"], conds, args["ctx"])
+
+
+def _timestep(args):
+    return torch.tensor([args["timestep"]])
+
+
+def _warn(ctx, message):
+    _router.warn_once(ctx, message, _LOG)
+
+
+def _target(model, key):
+    return _build.Target(key, "unet", tuple(_layers.unet_layers(model.unet)))
 
 
 def sag(model, scale=0.75, blur_sigma=1.0, threshold=1.0, layer="m0.0", key="sag"):
-    (where,) = select(model, layer, "layer")
-    branch = lambda ctx: {_router.UNCOND} if ctx.cfg > 1 else {_router.COND}
-
-    def capture(q, k, v, heads, ctx, options, next):
-        out, mass = _math.attention_with_key_mass(q, k, v, heads)
-        ctx.captures[key] = mass
-        return out
-
-    def post_cfg(args):
-        ctx, x = args["ctx"], args["input"]
-        use_uncond = ctx.cfg > 1 and args["uncond"] is not None
-        pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
-        mass = ctx.captures[key]
-        hw = tuple(x.shape[-2:])
-        mask = _sag.attention_mask(mass, _sag.grid_shape(mass.shape[1], hw), hw, threshold)
-        degraded = _sag.degrade(pred, mask.to(pred.dtype), blur_sigma)
-        (degraded_pred,) = args["host"].extra(_sag.degraded_input(x, pred, degraded), args["sigma"],
-                                              [args["uncond"] if use_uncond else args["cond"]], ctx)
-        return _sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
-
-    hook = _router.AttentionHook(frozenset({where}), branch, capture)
-    return Guidance(_router.Method(key, hooks=(hook,)), post_cfg)
+    return _guidance(_sag.build(_target(model, key), scale, blur_sigma, threshold, layer, 0.0, 1.0))
 
 
 def pag(model, scale=3.0, layers="m0", adaptive_scale=0.0, key="pag"):
-    chosen = select(model, layers)
-
-    def perturb(q, k, v, heads, ctx, options, next):
-        return _math.identity_attention(q, k, v, heads)
-
-    def post_cfg(args):
-        perturbed = args["ctx"].extra_outputs[key]
-        return _pag.pag_guidance(args["denoised"], args["cond_denoised"], perturbed,
-                                 _pag.pag_scale(scale, adaptive_scale, args["timestep"]))
-
-    hook = _router.AttentionHook(frozenset(chosen), lambda ctx: {key}, perturb)
-    return Guidance(_router.Method(key, hooks=(hook,), extra_cond_rows=True), post_cfg)
+    return _guidance(_pag.build(_target(model, key), scale, adaptive_scale, layers, 0.0, 0.0, 1.0))
 
 
 def sega(concept_conds, concepts, momentum_scale=0.1, momentum_beta=0.4, key="sega"):
-    """concept_conds: one text context per concept (batch as the prompt); concepts: guidance.sega.Concept.
+    """concept_conds: one text context per concept (batch as the prompt); concepts: Concept(...).
     Needs CFG > 1 (the edit is measured from the uncond rows)."""
-    roles = [f"{key}.{i}" for i in range(len(concepts))]
-    run = {}
-
-    def extra_rows(ctx, conds):
-        return list(zip(roles, concept_conds))
-
-    def post_cfg(args):
-        ctx = args["ctx"]
-        if ctx.step == 0:
-            run.clear()  # a new generation: no momentum yet
-        out, run["momentum"] = _sega.sega_denoised(args["input"], args["sigma"], args["denoised"],
-                                                   args["uncond_denoised"], [ctx.extra_outputs[r] for r in roles],
-                                                   concepts, ctx.step, run.get("momentum"),
-                                                   momentum_scale, momentum_beta)
-        return out
-
-    return Guidance(_router.Method(key, extra_rows=extra_rows), post_cfg)
+    return _guidance(_sega.build(_build.Target(key), concepts, momentum_scale, momentum_beta,
+                                 concept_rows=lambda ctx, i: concept_conds[i]))
 
 
-Concept = _sega.Concept
+def Concept(scale=5.0, reverse=False, warmup=10, cooldown=None, threshold=0.9, weight=1.0):
+    """A SEGA concept with warmup/cooldown in steps (the reference's edit_* arguments)."""
+    return _sega.SegaConcept("concept", reverse, scale, warmup, cooldown, "steps", threshold, weight)
 
 
 class _Measured(Exception):

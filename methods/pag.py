@@ -2,10 +2,11 @@
 Perturbed-Attention Guidance"): its parameters, as diffusers' PAG pipelines name them."""
 from ..attention.dit_blocks import BLOCK_KEY
 from ..attention.math import identity_attention, image_identity_with_text
-from ..attention.router import AttentionHook, Method, step_context
+from ..attention.router import AttentionHook, Method
 from ..attention.step_window import Schedule
 from ..guidance.pag import pag_guidance, pag_scale
 from ..guidance.rescale import rescale_denoised
+from .build import Built
 from .spec import STEP_WINDOW, MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -27,7 +28,30 @@ SPEC = MethodSpec(
         *STEP_WINDOW,
     ))
 
-AUTO_LAYERS = {"unet": "m0", "sd3": "j1", "flux": "s0", "qwen_image": "j1"}
+def auto_layers(family, layers):
+    """What 'auto' stands for on a model of `family`: the layers the reference perturbs."""
+    return {"unet": "m0", "sd3": "j1", "flux": "s0", "qwen_image": "j1"}[family]
+
+
+def build(target, scale, adaptive_scale, layers, rescale, start_percent, end_percent):
+    """PAG's perturbed copies of the conditional rows (Method(..., extra_cond_rows=True)) and the
+    guidance from them after CFG (methods/build.py)."""
+    selected = target.select(layers, "layers", auto_layers(target.family, target.layers))
+    if scale == 0:
+        return Built()
+    key = target.key
+
+    def post_cfg(step):
+        perturbed = step.copies(key)
+        if perturbed is None:
+            return step.denoised
+        s = pag_scale(scale, adaptive_scale, step.timestep) if adaptive_scale > 0 else scale
+        out = pag_guidance(step.denoised, step.cond_denoised, perturbed, s)
+        if rescale > 0 and step.ctx.cfg > 1:
+            out = rescale_denoised(step.x, step.sigma, out, step.cond_denoised, rescale)
+        return out
+
+    return Built(pag_method(key, target.family, selected, start_percent, end_percent), post_cfg)
 
 
 def perturbed_attention(family):
@@ -48,24 +72,3 @@ def pag_method(key, family, layers, start_percent, end_percent):
     """The router Method of PAG: perturbed copies of the conditional rows in the main call."""
     hook = AttentionHook(frozenset(layers), lambda ctx: {key}, perturbed_attention(family))
     return Method(key, Schedule(start_percent, end_percent), (hook,), extra_cond_rows=True)
-
-
-# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
-# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
-# model call; timestep(args) -> the model's timestep at args["sigma"].
-
-
-def pag_post_cfg(key, scale, adaptive_scale, rescale, timestep):
-    """Post-CFG function of Perturbed-Attention Guidance whose perturbed rows are the router's
-    extra conditional rows of method `key` (Method(..., extra_cond_rows=True))."""
-    def post_cfg(args):
-        ctx = step_context(args["model_options"])
-        perturbed = ctx.extra_outputs.get(key) if ctx is not None else None
-        if perturbed is None:
-            return args["denoised"]
-        s = pag_scale(scale, adaptive_scale, timestep(args).flatten()[0])
-        out = pag_guidance(args["denoised"], args["cond_denoised"], perturbed, s)
-        if rescale > 0 and ctx.cfg > 1:
-            out = rescale_denoised(args["input"], args["sigma"], out, args["cond_denoised"], rescale)
-        return out
-    return post_cfg

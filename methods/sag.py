@@ -1,9 +1,14 @@
 """Self-Attention Guidance (Hong et al. 2023, "Improving Sample Quality of Diffusion Models Using
 Self-Attention Guidance"): its parameters, as diffusers' StableDiffusionSAGPipeline names them."""
+import torch
+
 from ..attention.dit_blocks import BLOCK_KEY
 from ..attention.math import attention_with_key_mass, self_attention_key_mass
-from ..attention.router import COND, UNCOND, AttentionHook, Method, step_context
+from ..attention.layers import LayerSelectionError
+from ..attention.router import COND, UNCOND, AttentionHook, Method
+from ..attention.step_window import Schedule
 from ..guidance import sag
+from .build import Built
 from .spec import STEP_WINDOW, MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -25,51 +30,52 @@ SPEC = MethodSpec(
         *STEP_WINDOW,
     ))
 
-# What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
-# Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra
-# model call; timestep(args) -> the model's timestep at args["sigma"].
-
-
-def auto_layer(family, layers):
-    """What layer 'auto' stands for on a model of `family` with these layers."""
+def auto_layers(family, layers):
+    """What 'auto' stands for on a model of `family` with these layers: the reference's m0.0 on UNets,
+    the middle joint block on DiTs."""
     if family == "unet":
         return "m0.0"
     joint = [layer for layer in layers if layer.kind == "joint"]
     return str(joint[len(joint) // 2])
 
 
-def sag_layer(selected, layer):
-    """The one layer SAG reads, of those `layer` (the input's text) selects."""
+def build(target, scale, blur_sigma, threshold, layer, start_percent, end_percent):
+    """SAG's capture of one layer's attention on the guided branch, and after CFG the degraded
+    branch's extra pass and the guidance from it (methods/build.py)."""
+    selected = target.select(layer, "layer", auto_layers(target.family, target.layers))
     if len(selected) != 1:
-        raise ValueError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
-                         f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
-    return selected[0]
-
-
-def sag_method(key, layer, schedule, scale, blur_sigma, threshold, run_extra):
-    """(Method, post-CFG function) of Self-Attention Guidance reading `layer`."""
+        raise LayerSelectionError(f"layer: SAG reads one layer, '{layer}' selects {len(selected)} "
+                                  f"({', '.join(map(str, selected))}). Name one, e.g. '{selected[0]}'.")
+    if scale == 0:
+        return Built()
+    key = target.key
     branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
 
     def capture(q, k, v, heads, ctx, options, next):
         block = options.get(BLOCK_KEY)
         if block is not None:  # a DiT's joint attention: the image tokens' attention among themselves
             t, n = block.text_tokens, block.grid[0] * block.grid[1]
-            ctx.captures[key] = (self_attention_key_mass(q[:, t:t + n], k[:, t:t + n], heads), block.grid)
-            return next(q, k, v)
-        out, mass = attention_with_key_mass(q, k, v, heads)
-        shape = options.get("activations_shape")  # ComfyUI gives it; Forge does not (the latent's size is used)
-        ctx.captures[key] = (mass, tuple(shape[-2:]) if shape is not None else None)
+            out, mass, grid = next(q, k, v), self_attention_key_mass(q[:, t:t + n], k[:, t:t + n], heads), block.grid
+        else:
+            out, mass = attention_with_key_mass(q, k, v, heads)
+            shape = options.get("activations_shape")  # ComfyUI gives it; A1111 and Forge do not (the latent's size is used)
+            grid = tuple(shape[-2:]) if shape is not None else None
+        captured = ctx.captures.setdefault(key, {})
+        labels = options["cond_or_uncond"]
+        for label, rows in zip(labels, mass.split(mass.shape[0] // len(labels))):
+            captured[label] = (rows, grid)
         return out
 
-    def post_cfg(args):
-        ctx = step_context(args["model_options"])
-        if ctx is None or key not in ctx.active or key not in ctx.captures:
-            return args["denoised"]
-        use_uncond = ctx.cfg > 1 and args["uncond"] is not None
-        pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
-        mass, grid = ctx.captures[key]
-        degraded, degraded_input = sag.degraded_branch(args["input"], pred, mass, grid, threshold, blur_sigma)
-        (degraded_pred,) = run_extra(args, [args["uncond"] if use_uncond else args["cond"]], degraded_input)
-        return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
+    def post_cfg(step):
+        guided = UNCOND if step.ctx.cfg > 1 and step.uncond_denoised is not None else COND
+        captured = step.ctx.captures.get(key, {})
+        labels = step.branch_labels(guided)
+        if key not in step.ctx.active or not labels or any(label not in captured for label in labels):
+            return step.denoised
+        mass = torch.cat([captured[label][0] for label in labels])
+        pred = step.branch_denoised(guided)
+        degraded, degraded_input = sag.degraded_branch(step.x, pred, mass, captured[labels[0]][1], threshold, blur_sigma)
+        return sag.sag_guidance(step.denoised, degraded, step.run_extra(guided, degraded_input), scale)
 
-    return Method(key, schedule, (AttentionHook(frozenset([layer]), branch, capture),)), post_cfg
+    hook = AttentionHook(frozenset(selected), branch, capture)
+    return Built(Method(key, Schedule(start_percent, end_percent), (hook,)), post_cfg)

@@ -1,6 +1,11 @@
 """Semantic Guidance (Brack et al. 2023, "SEGA: Instructing Text-to-Image Models using Semantic
 Guidance"): its parameters, as diffusers' SemanticStableDiffusionPipeline names them (edit_*).
 The concept params repeat once per concept (a node each in ComfyUI, a slot each in the WebUI)."""
+from dataclasses import dataclass
+
+from ..attention.router import Method
+from ..guidance.sega import sega_denoised, timed_concept
+from .build import Built
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -39,3 +44,69 @@ SPEC = MethodSpec(
         Param("momentum_beta", "float", 0.4, "Momentum beta", minimum=0.0, maximum=0.999, step=0.01,
               tooltip="How much momentum carries over between steps (edit_mom_beta, default 0.4)."),
     ))
+
+
+@dataclass(frozen=True)
+class SegaConcept:
+    """One concept as the user gave it (the concept params); warmup/cooldown become steps once the
+    run's length is known. cooldown None = never."""
+    label: str
+    reverse: bool
+    scale: float
+    warmup: float
+    cooldown: float
+    unit: str
+    threshold: float
+    weight: float
+
+    def at(self, steps):
+        return timed_concept(steps, self.scale, self.reverse, self.warmup, self.cooldown, self.unit, self.threshold,
+                             self.weight)
+
+
+def concept(index, prompt, direction, scale, warmup, cooldown, timing, threshold, weight):
+    """A SegaConcept from the concept params (cooldown < 0 = never), checked with the core's messages."""
+    label = prompt.strip() or f"concept {index + 1}"
+    if direction not in ("add", "remove"):
+        raise ValueError(f"SEGA concept {label!r}: direction must be 'add' or 'remove', not {direction!r}")
+    c = SegaConcept(label, direction == "remove", scale, warmup, None if cooldown < 0 else cooldown, timing,
+                    threshold, weight)
+    c.at(100)  # validates threshold, weight, warmup, cooldown, timing
+    return c
+
+
+def build(target, concepts, momentum_scale, momentum_beta, concept_rows, uncond_rows=None):
+    """SEGA's concept rows in the main model call and the edit after CFG (methods/build.py).
+    concepts: SegaConcepts. The host gives concept_rows(ctx, i) -> its conds of concept i's rows and,
+    where it runs no uncond rows at CFG 1, uncond_rows(ctx) -> the negative prompt's (the edit is
+    measured from it)."""
+    if not concepts:
+        raise ValueError("SEGA: no concepts. Add at least one concept to add or remove (a 'SEGA Concept "
+                         "(AttnGuide)' node in ComfyUI, a concept prompt in the WebUI).")
+    key = target.key
+    names = [f"{key}.concept{i}" for i in range(len(concepts))]
+    uncond_role = f"{key}.uncond"
+
+    def extra_rows(ctx, conds):
+        rows = [(name, concept_rows(ctx, i)) for i, name in enumerate(names)]
+        if conds[1] is None and uncond_rows is not None:
+            rows.append((uncond_role, uncond_rows(ctx)))
+        return [(role, c) for role, c in rows if c is not None]
+
+    def post_cfg(step):
+        if key not in step.ctx.active:
+            return step.denoised
+        predicted = [step.rows(name) for name in names]
+        uncond = step.uncond_denoised if step.uncond_denoised is not None else step.rows(uncond_role)
+        if uncond is None or any(p is None for p in predicted):
+            step.warn("SEGA: the concepts or the negative prompt were not evaluated in this step (a guider without "
+                      "a negative prompt, or another extension replaced the model call); SEGA does nothing here. "
+                      "Use KSampler, CFGGuider or AttnGuideSEGAGuider in ComfyUI.")
+            return step.denoised
+        state = step.run_state(key)
+        out, state["momentum"] = sega_denoised(step.x, step.sigma, step.denoised, uncond, predicted,
+                                               [c.at(step.ctx.steps) for c in concepts], step.ctx.step,
+                                               state.get("momentum"), momentum_scale, momentum_beta)
+        return out
+
+    return Built(Method(key, extra_rows=extra_rows), post_cfg)

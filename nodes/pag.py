@@ -1,6 +1,5 @@
-from ..comfyui import common
-from ..comfyui.router import install
-from ..methods.pag import AUTO_LAYERS, SPEC, pag_method, pag_post_cfg
+from ..comfyui.router import apply
+from ..methods.pag import SPEC, build
 from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
@@ -25,17 +24,5 @@ class PerturbedAttentionGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, scale, adaptive_scale, layers, rescale, start_percent, end_percent) -> io.NodeOutput:
-        found = common.attention_layers_or_warn(model, "Perturbed-Attention Guidance (AttnGuide)")
-        if found is None:
-            return io.NodeOutput(model)
-        family, available = found
-        selected = common.select_layers(layers, available, "layers", AUTO_LAYERS[family])
-        if scale == 0:
-            return io.NodeOutput(model)
-        m = model.clone()
-        key = common.method_key(m, "pag")
-        install(m, pag_method(key, family, selected, start_percent, end_percent))
-        m.set_model_sampler_post_cfg_function(pag_post_cfg(key, scale, adaptive_scale, rescale, common.diffusers_timestep))
-        return io.NodeOutput(m)
-
+    def execute(cls, model, **params) -> io.NodeOutput:
+        return io.NodeOutput(apply(model, SPEC, build, params))

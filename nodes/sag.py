@@ -1,7 +1,5 @@
-from ..attention.step_window import Schedule
-from ..comfyui import common
-from ..comfyui.router import install, run_extra
-from ..methods.sag import SPEC, auto_layer, sag_layer, sag_method
+from ..comfyui.router import apply
+from ..methods.sag import SPEC, build
 from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
@@ -25,17 +23,5 @@ class SelfAttentionGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, scale, blur_sigma, threshold, layer, start_percent, end_percent) -> io.NodeOutput:
-        found = common.attention_layers_or_warn(model, "Self-Attention Guidance (AttnGuide)")
-        if found is None:
-            return io.NodeOutput(model)
-        family, layers = found
-        selected = sag_layer(common.select_layers(layer, layers, "layer", auto_layer(family, layers)), layer)
-        if scale == 0:
-            return io.NodeOutput(model)
-        m = model.clone()
-        method, post_cfg = sag_method(common.method_key(m, "sag"), selected, Schedule(start_percent, end_percent),
-                                      scale, blur_sigma, threshold, run_extra)
-        install(m, method)
-        m.set_model_sampler_post_cfg_function(post_cfg)
-        return io.NodeOutput(m)
+    def execute(cls, model, **params) -> io.NodeOutput:
+        return io.NodeOutput(apply(model, SPEC, build, params))

@@ -3,6 +3,7 @@ import comfy.samplers
 
 from ..comfyui.sega import ConceptInput, apply_sega
 from ..methods.sega import SPEC
+from ..methods.sega import concept as sega_concept
 from .comfy_api_compat import io, node_schema
 from .sockets import Concepts
 from .widgets import CATEGORY, widgets
@@ -30,23 +31,21 @@ class SEGAConcept(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, prompt, direction, scale, warmup, cooldown, timing, threshold, weight, clip=None,
-                conditioning=None, concepts=None) -> io.NodeOutput:
+    def execute(cls, clip=None, conditioning=None, concepts=None, **params) -> io.NodeOutput:
         previous = list(concepts or [])
-        label = prompt.strip() or f"concept {len(previous) + 1}"
+        index, prompt = len(previous), params["prompt"]
+        concept = sega_concept(index, **params)
         if conditioning is None:
             if clip is None:
-                raise ValueError(f"SEGA concept {label!r}: connect a CLIP (to encode 'prompt') or a 'conditioning'.")
+                raise ValueError(f"SEGA concept {concept.label!r}: connect a CLIP (to encode 'prompt') or a "
+                                 "'conditioning'.")
             if not prompt.strip():
-                raise ValueError(f"SEGA concept {len(previous) + 1}: 'prompt' is empty. Type the concept to add or "
+                raise ValueError(f"SEGA concept {index + 1}: 'prompt' is empty. Type the concept to add or "
                                  "remove (e.g. 'sunglasses'), or connect a 'conditioning'.")
             conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
         if not conditioning:
-            raise ValueError(f"SEGA concept {label!r}: the 'conditioning' input is empty.")
-        concept = ConceptInput(conditioning, label, direction == "remove", scale, warmup,
-                               None if cooldown < 0 else cooldown, timing, threshold, weight)
-        concept.at(100)  # validates threshold, weight, warmup, cooldown with the core's messages
-        return io.NodeOutput(previous + [concept])
+            raise ValueError(f"SEGA concept {concept.label!r}: the 'conditioning' input is empty.")
+        return io.NodeOutput(previous + [ConceptInput(conditioning, concept)])
 
 def _momentum_inputs():
     return widgets(SPEC)
@@ -68,8 +67,8 @@ class SemanticGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, concepts, momentum_scale, momentum_beta) -> io.NodeOutput:
-        return io.NodeOutput(apply_sega(model, concepts, momentum_scale, momentum_beta))
+    def execute(cls, model, concepts, **params) -> io.NodeOutput:
+        return io.NodeOutput(apply_sega(model, concepts, params))
 
 class SEGAGuider(io.ComfyNode):
     @classmethod
@@ -92,8 +91,8 @@ class SEGAGuider(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, concepts, cfg, momentum_scale, momentum_beta) -> io.NodeOutput:
-        guider = comfy.samplers.CFGGuider(apply_sega(model, concepts, momentum_scale, momentum_beta))
+    def execute(cls, model, positive, negative, concepts, cfg, **params) -> io.NodeOutput:
+        guider = comfy.samplers.CFGGuider(apply_sega(model, concepts, params))
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)

@@ -13,11 +13,11 @@ def nodes():
 
 
 def sag_node(m, scale=0.75, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0):
-    return nodes()[0].execute(m, scale, blur_sigma, threshold, layer, start_percent, end_percent).args[0]
+    return nodes()[0].execute(m, scale=scale, blur_sigma=blur_sigma, threshold=threshold, layer=layer, start_percent=start_percent, end_percent=end_percent).args[0]
 
 
 def pag_node(m, scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0):
-    return nodes()[1].execute(m, scale, adaptive_scale, layers, rescale, start_percent, end_percent).args[0]
+    return nodes()[1].execute(m, scale=scale, adaptive_scale=adaptive_scale, layers=layers, rescale=rescale, start_percent=start_percent, end_percent=end_percent).args[0]
 
 
 def run(m, batch=1, cfg=5.0, shape=(16, 16), steps=4, sampler="euler"):

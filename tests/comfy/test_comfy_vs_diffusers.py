@@ -200,8 +200,8 @@ def test_sega_equals_diffusers(dif, sd1, schedule):
     with torch.no_grad():
         embed = lambda text: [[tiny_clip.encode(tok, encoder, [text]), {}]]
         concept = sega_nodes()[0]
-        stack = concept.execute("", "add", 5.0, 1, -1, "steps", 0.9, 1.0, conditioning=embed("glasses")).args[0]
-        stack = concept.execute("", "remove", 4.0, 50, -1, "percent", 0.8, 0.5, conditioning=embed("frog"),
+        stack = concept.execute(prompt="", direction="add", scale=5.0, warmup=1, cooldown=-1, timing="steps", threshold=0.9, weight=1.0, conditioning=embed("glasses")).args[0]
+        stack = concept.execute(prompt="", direction="remove", scale=4.0, warmup=50, cooldown=-1, timing="percent", threshold=0.8, weight=0.5, conditioning=embed("frog"),
                                 concepts=stack).args[0]
         ours = D.comfy_sample(sega_node(model, stack, 0.3, 0.4), latents, embed("a cat"), embed(""), 7.5, schedule)
     check(ours, reference(**edits), reference())

@@ -61,11 +61,11 @@ def test_pag_moves_and_its_shared_blocks_change_nothing(dit, cfg, monkeypatch):
 def test_pag_auto_layers_follow_the_reference(dit):
     from attnguide.attention.layers import parse_layers
     from attnguide.comfyui import common
-    from attnguide.methods.pag import AUTO_LAYERS
+    from attnguide.methods.pag import auto_layers
     family, model = dit
     key, layers = common.attention_layers_or_warn(model, "test")
     assert key == FAMILY_KEY[family]
-    assert [str(x) for x in parse_layers("auto", layers, auto=AUTO_LAYERS[key])] == \
+    assert [str(x) for x in parse_layers("auto", layers, auto=auto_layers(key, layers))] == \
         [{"sd3": "j1", "flux": "s0", "qwen_image": "j1", "chroma": "s0"}[family]]
     assert rel(M.sample(pag_node(model, layers="auto"), family), M.sample(model, family)) >= 1e-3
 
@@ -153,8 +153,8 @@ def _sega(model, batch=2):
     g = torch.Generator().manual_seed(9)
     cond = [[torch.randn(batch, 7, M.CONTEXT_DIM, generator=g) * 3,
              {"pooled_output": torch.randn(batch, M.POOLED_DIM, generator=g)}]]
-    concepts = SEGAConcept.execute("", "add", 5.0, 0, -1, "steps", 0.5, 1.0, conditioning=cond).args[0]
-    return SemanticGuidance.execute(model, concepts, 0.3, 0.6).args[0]
+    concepts = SEGAConcept.execute(prompt="", direction="add", scale=5.0, warmup=0, cooldown=-1, timing="steps", threshold=0.5, weight=1.0, conditioning=cond).args[0]
+    return SemanticGuidance.execute(model, concepts, momentum_scale=0.3, momentum_beta=0.6).args[0]
 
 
 def _panorama(model, width_px, height_px, stride_px):

@@ -25,12 +25,12 @@ def panorama(model, window=128, stride=64, wrap="horizontal", weights="uniform",
 
 def pag(model, scale=3.0):
     from attnguide.nodes.pag import PerturbedAttentionGuidance
-    return PerturbedAttentionGuidance.execute(model, scale, 0.0, "m0", 0.0, 0.0, 1.0).result[0]
+    return PerturbedAttentionGuidance.execute(model, scale=scale, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0).result[0]
 
 
 def sag(model, scale=0.75):
     from attnguide.nodes.sag import SelfAttentionGuidance
-    return SelfAttentionGuidance.execute(model, scale, 1.0, 1.0, "m0.0", 0.0, 1.0).result[0]
+    return SelfAttentionGuidance.execute(model, scale=scale, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0).result[0]
 
 
 def sample(model, noise, pos, neg, cfg=5.0, sigmas=SIGMAS, seed=0):
@@ -277,9 +277,9 @@ def sega(model, momentum_scale, seeds=(11, 12)):
     stack = None
     for seed, direction in zip(seeds, ("add", "remove")):
         concept, _ = H.conds(model, seed=seed)
-        stack = SEGAConcept.execute("", direction, 5.0, 0, -1, "steps", 0.8, 1.0, conditioning=concept,
+        stack = SEGAConcept.execute(prompt="", direction=direction, scale=5.0, warmup=0, cooldown=-1, timing="steps", threshold=0.8, weight=1.0, conditioning=concept,
                                     concepts=stack).args[0]
-    return SemanticGuidance.execute(model, stack, momentum_scale, 0.4).args[0]
+    return SemanticGuidance.execute(model, stack, momentum_scale=momentum_scale, momentum_beta=0.4).args[0]
 
 
 def test_panorama_with_sega_is_sega_per_window(setup):

@@ -34,7 +34,7 @@ def build(model, batch=1, specs=SPECS):
     stack, pairs = None, []
     for seed, direction, scale, warmup, cooldown, timing, threshold, weight in specs:
         cond = concept_conditioning(model, batch, seed)
-        stack = concept_node.execute("", direction, scale, warmup, cooldown, timing, threshold, weight,
+        stack = concept_node.execute(prompt="", direction=direction, scale=scale, warmup=warmup, cooldown=cooldown, timing=timing, threshold=threshold, weight=weight,
                                      conditioning=cond, concepts=stack).args[0]
         pairs.append((cond, Concept(scale=scale, reverse=direction == "remove", warmup=step_at(warmup, timing, STEPS),
                                     cooldown=None if cooldown < 0 else step_at(cooldown, timing, STEPS),
@@ -43,7 +43,7 @@ def build(model, batch=1, specs=SPECS):
 
 
 def sega_node(model, concepts, momentum_scale=0.3, momentum_beta=0.4):
-    return sega_nodes()[1].execute(model, concepts, momentum_scale, momentum_beta).args[0]
+    return sega_nodes()[1].execute(model, concepts, momentum_scale=momentum_scale, momentum_beta=momentum_beta).args[0]
 
 
 def run(model, batch=1, cfg=5.0, denoise=1.0, shape=(16, 16), latent=None):
@@ -93,7 +93,7 @@ def test_sega_guider_equals_node(model):
     import comfy.samplers
     stack, _ = build(model)
     pos, neg = H.conds(model)
-    guider = sega_nodes()[2].execute(model, pos, neg, stack, 5.0, 0.3, 0.4).args[0]
+    guider = sega_nodes()[2].execute(model, pos, neg, stack, 5.0, momentum_scale=0.3, momentum_beta=0.4).args[0]
     latent = torch.zeros(1, 4, 16, 16)
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "normal", STEPS)
     out = guider.sample(comfy.sample.prepare_noise(latent, 0), latent, comfy.samplers.sampler_object("euler"), sigmas,
@@ -168,15 +168,15 @@ def test_bad_input(sd1):
     concept, sega, _ = sega_nodes()
     cond = concept_conditioning(sd1, 1, 3)
     with pytest.raises(ValueError, match="no concepts"):
-        sega.execute(sd1, [], 0.1, 0.4)
+        sega.execute(sd1, [], momentum_scale=0.1, momentum_beta=0.4)
     with pytest.raises(ValueError, match="'prompt' is empty"):
-        concept.execute("  ", "add", 5.0, 10, -1, "steps", 0.9, 1.0, clip=object())
+        concept.execute(prompt="  ", direction="add", scale=5.0, warmup=10, cooldown=-1, timing="steps", threshold=0.9, weight=1.0, clip=object())
     with pytest.raises(ValueError, match="connect a CLIP"):
-        concept.execute("sunglasses", "add", 5.0, 10, -1, "steps", 0.9, 1.0)
+        concept.execute(prompt="sunglasses", direction="add", scale=5.0, warmup=10, cooldown=-1, timing="steps", threshold=0.9, weight=1.0)
     with pytest.raises(ValueError, match=r"threshold is 1.0; it must be in \[0, 1\)"):
-        concept.execute("", "add", 5.0, 10, -1, "steps", 1.0, 1.0, conditioning=cond)
+        concept.execute(prompt="", direction="add", scale=5.0, warmup=10, cooldown=-1, timing="steps", threshold=1.0, weight=1.0, conditioning=cond)
     other_encoder = [[torch.randn(1, 77, 48), {}]]
-    stack = concept.execute("glasses", "add", 5.0, 0, -1, "steps", 0.9, 1.0, conditioning=other_encoder).args[0]
+    stack = concept.execute(prompt="glasses", direction="add", scale=5.0, warmup=0, cooldown=-1, timing="steps", threshold=0.9, weight=1.0, conditioning=other_encoder).args[0]
     with pytest.raises(ValueError, match="'glasses' was encoded to 48 channels but the prompt has 32"):
         run(sega_node(sd1, stack))
 
@@ -194,6 +194,6 @@ def test_concept_prompt_is_encoded_with_clip(sd1):
             return concept_conditioning(sd1, 1, 7)
 
     concept = sega_nodes()[0]
-    (c,) = concept.execute("sunglasses", "remove", 5.0, 10, -1, "steps", 0.9, 1.0, clip=FakeClip()).args[0]
-    assert seen == ["sunglasses"] and c.reverse and c.label == "sunglasses"
+    (c,) = concept.execute(prompt="sunglasses", direction="remove", scale=5.0, warmup=10, cooldown=-1, timing="steps", threshold=0.9, weight=1.0, clip=FakeClip()).args[0]
+    assert seen == ["sunglasses"] and c.concept.reverse and c.concept.label == "sunglasses"
     assert torch.equal(c.conditioning[0][0], concept_conditioning(sd1, 1, 7)[0][0])

@@ -89,7 +89,7 @@ def test_prompt_executes_and_equals_direct_sampling(checkpoint):
     model = comfy.sd.load_diffusion_model(str(checkpoint))
     before = repr(model.model_options)
     patched = PerturbedAttentionGuidance.execute(
-        SelfAttentionGuidance.execute(model, 0.75, 1.0, 1.0, "m0.0", 0.0, 1.0).args[0], 3.0, 0.0, "m0", 0.0, 0.0, 1.0).args[0]
+        SelfAttentionGuidance.execute(model, scale=0.75, blur_sigma=1.0, threshold=1.0, layer="m0.0", start_percent=0.0, end_percent=1.0).args[0], scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
     pos, neg = _Cond().make(1, False)[0], _Cond().make(1, True)[0]
     latent = torch.zeros(2, 4, 12, 16)
     direct = comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 3, 5.0, "euler", "normal", pos, neg, latent,

@@ -30,7 +30,7 @@ def build(model, batch=1, specs=SPECS):
     stack, dicts = None, []
     for seed, direction, scale, warmup, cooldown, timing, threshold, weight in specs:
         cond, _ = H.conds(model, batch, seed=seed)
-        stack = nodes()[0].execute("", direction, scale, warmup, cooldown, timing, threshold, weight,
+        stack = nodes()[0].execute(prompt="", direction=direction, scale=scale, warmup=warmup, cooldown=cooldown, timing=timing, threshold=threshold, weight=weight,
                                    conditioning=cond, concepts=stack).args[0]
         dicts.append({"conditioning": a1111_conditioning(model, cond), "direction": direction, "scale": scale,
                       "warmup": warmup, "cooldown": cooldown, "timing": timing, "threshold": threshold,
@@ -39,7 +39,7 @@ def build(model, batch=1, specs=SPECS):
 
 
 def sega_node(model, stack, momentum_scale=0.3, momentum_beta=0.4):
-    return nodes()[1].execute(model, stack, momentum_scale, momentum_beta).args[0]
+    return nodes()[1].execute(model, stack, momentum_scale=momentum_scale, momentum_beta=momentum_beta).args[0]
 
 
 def forge_sega(patcher, dicts, momentum_scale=0.3, momentum_beta=0.4, **extra):
@@ -103,7 +103,7 @@ def test_prompts_are_encoded_with_the_hosts_encoder(sd1):
         asked.append(list(texts))
         return pos[0][0]
 
-    stack = nodes()[0].execute("", "add", 5.0, 1, -1, "steps", 0.9, 1.0, conditioning=pos).args[0]
+    stack = nodes()[0].execute(prompt="", direction="add", scale=5.0, warmup=1, cooldown=-1, timing="steps", threshold=0.9, weight=1.0, conditioning=pos).args[0]
     m = forge_sega(F.old_patcher(sd1), [{"prompt": "sunglasses", "warmup": 1}], encode=encode)
     assert asked == [["sunglasses"]]
     assert rel(run(m, steps=STEPS, forge_path=True), run(sega_node(sd1, stack), steps=STEPS)) <= 1e-5

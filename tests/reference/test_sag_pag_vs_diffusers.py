@@ -2,9 +2,8 @@
 
 The reference is diffusers' StableDiffusionSAGPipeline / StableDiffusionPAGPipeline /
 StableDiffusionXLPAGPipeline (DDIM or Euler, latents out). Our side is the sigma-space host of
-sigma_host.py: Euler on the same sigmas, attention through attnguide's Router into attnguide's
-kernels (attention_with_key_mass, identity_attention), guidance from attnguide.guidance composed
-the way the ComfyUI nodes compose it. Each case asserts
+sigma_host.py: Euler on the same sigmas, attention through attnguide's Router, the methods from attnguide's own
+builds (methods/sag.py, methods/pag.py: the router Method and post-CFG every host installs). Each case asserts
   * equality: max |ours - reference| / max |reference| <= 1e-4, and
   * that the method matters: the reference with the method moves by >= 1e-3 (same measure)
     against the reference without it, so equality is not trivially met.
@@ -15,10 +14,10 @@ import torch
 pytest.importorskip("diffusers", reason="the reference tests need diffusers (requirements-test.txt)")
 
 from attnguide.attention.layers import parse_layers
-from attnguide.attention.math import attention_with_key_mass, identity_attention
-from attnguide.attention.router import COND, UNCOND, AttentionHook, Method, Router
-from attnguide.guidance import pag, sag
-from attnguide.guidance.rescale import rescale_denoised
+from attnguide.attention.router import Router
+from attnguide.methods import pag, sag
+from attnguide.methods.args_step import ArgsStep
+from attnguide.methods.build import Target
 
 import tiny_diffusers as td
 from sigma_host import Cond, SigmaHost, ddim_schedule, euler_schedule, host_layers
@@ -31,48 +30,38 @@ TOKENS = 8
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
-# --- the methods, built from attnguide's parts the way nodes/sag.py and nodes/pag.py build them ---
+# --- the methods, from attnguide's own builds (methods/sag.py, methods/pag.py), as every host installs them ---
+
+def _post(built):
+    def run_extra(args, conds, x):
+        return args["host"].extra(x, args["sigma"], args["timestep"], conds, args["ctx"])
+
+    def timestep(args):
+        return torch.as_tensor(args["timestep"], dtype=torch.float32).reshape(1)
+
+    def warn(ctx, message):
+        raise AssertionError(message)
+
+    return lambda args: built.post_cfg(ArgsStep(args, args["ctx"], run_extra, timestep, warn))
+
 
 def sag_method(layer, scale, blur_sigma=1.0, threshold=1.0, key="sag.0"):
-    branch = lambda ctx: {UNCOND} if ctx.cfg > 1 else {COND}
-
-    def capture(q, k, v, heads, ctx, options, next):
-        out, mass = attention_with_key_mass(q, k, v, heads)
-        ctx.captures[key] = mass
-        return out
+    built = sag.build(Target(key, "unet", (layer,)), scale, blur_sigma, threshold, str(layer), 0.0, 1.0)
+    post = _post(built)
 
     def post_cfg(args):
-        ctx = args["ctx"]
-        use_uncond = ctx.cfg > 1 and args["uncond"] is not None
-        pred = args["uncond_denoised"] if use_uncond else args["cond_denoised"]
-        x = args["input"]
-        mass = ctx.captures[key]
-        assert mass.shape[0] == x.shape[0], "the capture saw other rows than the guided branch"
-        latent_hw = tuple(x.shape[-2:])
-        mask = sag.attention_mask(mass, sag.grid_shape(mass.shape[1], latent_hw), latent_hw, threshold)
-        degraded = sag.degrade(pred, mask.to(pred.dtype), blur_sigma)
-        (degraded_pred,) = args["host"].extra(sag.degraded_input(x, pred, degraded), args["sigma"], args["timestep"],
-                                              [args["uncond"] if use_uncond else args["cond"]], ctx)
-        return sag.sag_guidance(args["denoised"], degraded, degraded_pred, scale)
+        captured = args["ctx"].captures[key]
+        assert all(rows.shape[0] == args["input"].shape[0] for rows, _ in captured.values()), \
+            "the capture saw other rows than the guided branch"
+        return post(args)
 
-    return Method(key, hooks=(AttentionHook(frozenset({layer}), branch, capture),)), post_cfg
+    return built.method, post_cfg
 
 
 def pag_method(layers, scale, adaptive_scale=0.0, rescale=0.0, key="pag.0"):
-    def perturb(q, k, v, heads, ctx, options, next):
-        return identity_attention(q, k, v, heads)
-
-    def post_cfg(args):
-        ctx = args["ctx"]
-        perturbed = ctx.extra_outputs[key]
-        out = pag.pag_guidance(args["denoised"], args["cond_denoised"], perturbed,
-                               pag.pag_scale(scale, adaptive_scale, args["timestep"]))
-        if rescale > 0 and ctx.cfg > 1:
-            out = rescale_denoised(args["input"], args["sigma"], out, args["cond_denoised"], rescale)
-        return out
-
-    hook = AttentionHook(frozenset(layers), lambda ctx: {key}, perturb)
-    return Method(key, hooks=(hook,), extra_cond_rows=True), post_cfg
+    built = pag.build(Target(key, "unet", tuple(layers)), scale, adaptive_scale, ",".join(map(str, layers)), rescale,
+                      0.0, 1.0)
+    return built.method, _post(built)
 
 
 def run_host(unet, schedule, noise, cond, uncond, cfg, method=None):

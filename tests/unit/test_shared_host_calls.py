@@ -17,9 +17,10 @@ from attnguide.guidance import panorama as pano
 from attnguide.guidance import pix2pix_zero as p2pz
 from attnguide.guidance.attend_excite import ExciteSettings, excite_latent
 from attnguide.methods.attend_excite import excite_images
-from attnguide.methods.pag import pag_post_cfg
+from attnguide.methods import pag, sag
+from attnguide.methods.args_step import post_cfg_function
+from attnguide.methods.build import Target
 from attnguide.methods.pix2pix_zero import comparing, recording
-from attnguide.methods.sag import sag_layer, sag_method
 
 LAYERS = [Layer("input", 4, 0), Layer("input", 5, 0)]
 
@@ -157,14 +158,25 @@ def test_panorama_pixel_inputs_become_latent_settings():
             pano.pixel_settings(*args, 8, 64)
 
 
+def _sag(layer, run_extra=None):
+    built = sag.build(Target("sag.0", "unet", tuple(LAYERS)), 0.75, 1.0, 1.0, layer, 0.0, 1.0)
+    return built.method, post_cfg_function(built.post_cfg, run_extra, None, None)
+
+
+def _args(ctx, denoised, **more):
+    to = {STEP_KEY: ctx} if ctx is not None else {}
+    return {"model_options": {"transformer_options": to}, "denoised": denoised, "input": denoised, "sigma": None,
+            "cond_denoised": None, "uncond": None, "uncond_denoised": None, **more}
+
+
 def test_sag_reads_one_layer():
-    assert sag_layer(LAYERS[:1], "d4") == LAYERS[0]
+    assert _sag("d4")[0].hooks[0].layers == frozenset(LAYERS[:1])
     with pytest.raises(ValueError, match=r"layer: SAG reads one layer, 'd4-5' selects 2 \(.*\). Name one, e.g. "):
-        sag_layer(LAYERS, "d4-5")
+        _sag("d4-5")
 
 
 def test_sag_method_hooks_its_layer_on_the_guided_branch_and_leaves_other_steps_alone():
-    method, post_cfg = sag_method("sag.0", LAYERS[0], Schedule(), 0.75, 1.0, 1.0, None)
+    method, post_cfg = _sag("d4")
     (hook,) = method.hooks
     assert method.key == "sag.0" and hook.layers == frozenset(LAYERS[:1])
     ctx = StepContext(0, 10, 1.0, 5.0)
@@ -173,15 +185,17 @@ def test_sag_method_hooks_its_layer_on_the_guided_branch_and_leaves_other_steps_
     assert hook.roles(ctx) == {"cond"}
     denoised = torch.randn(1, 4, 8, 8)
     assert post_cfg({"model_options": {}, "denoised": denoised}) is denoised
+    assert post_cfg(_args(ctx, denoised)) is denoised   # not active this step
     ctx.active = {"sag.0"}   # active, but its layer captured nothing this step
-    assert post_cfg({"model_options": {"transformer_options": {STEP_KEY: ctx}}, "denoised": denoised}) is denoised
+    assert post_cfg(_args(ctx, denoised)) is denoised
 
 
 def test_pag_post_cfg_adds_the_perturbed_difference_at_the_hosts_timestep():
-    post_cfg = pag_post_cfg("pag.0", 3.0, 0.01, 0.0, lambda args: torch.tensor([900.0]))
+    built = pag.build(Target("pag.0", "unet", tuple(LAYERS)), 3.0, 0.01, "d4", 0.0, 0.0, 1.0)
+    post_cfg = post_cfg_function(built.post_cfg, None, lambda args: torch.tensor([900.0]), None)
     ctx = StepContext(0, 10, 1.0, 5.0)
     denoised, cond, perturbed = torch.randn(3, 1, 4, 8, 8)
-    args = {"model_options": {"transformer_options": {STEP_KEY: ctx}}, "denoised": denoised, "cond_denoised": cond}
+    args = _args(ctx, denoised, cond_denoised=cond)
     assert post_cfg(args) is denoised   # no perturbed rows this step
     ctx.extra_outputs["pag.0"] = perturbed
     assert torch.allclose(post_cfg(args), denoised + 2.0 * (cond - perturbed))   # 3 - 0.01 * (1000 - 900)

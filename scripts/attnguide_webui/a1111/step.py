@@ -1,10 +1,14 @@
 """One A1111 sampler evaluation as the methods see it: the row layout of CFGDenoiser's
 main batch with the methods' rows (Step), and the step in sigma space per image (StepData),
 what a ComfyUI post-CFG function gets as its args."""
+import logging
+
 import torch
 
 from ....attention.router import UNCOND
 from ..webui_text import cross_attention_text
+
+_LOG = logging.getLogger("attnguide")
 
 
 def rows_of(cond):
@@ -58,7 +62,8 @@ class Step:
 
 
 class StepData:
-    """The step in sigma space, per image: what a ComfyUI post-CFG function gets as args."""
+    """The step in sigma space, per image: what a ComfyUI post-CFG function gets as args; the Step a
+    method's post_cfg sees (methods/build.py)."""
 
     def __init__(self, session, step, cfg_result):
         self.session, self.step, self.ctx = session, step, step.ctx
@@ -119,6 +124,30 @@ class StepData:
         x_model = step.space.model_x(x, t)
         out = step.inner_model(x_model, t, cond=make_condition_dict(self.session.p.sd_model, text, image_cond))
         return step.space.denoised(x_model, t, out)
+
+
+    # The rest of the Step of methods/build.py.
+
+    def copies(self, key):
+        return self.block(key)
+
+    def rows(self, role):
+        return self.image_rows(role)
+
+    def branch_denoised(self, branch):
+        return self.uncond_denoised if branch == UNCOND else self.first_cond_denoised()
+
+    def branch_labels(self, branch):
+        return self.branch_rows(branch)
+
+    def run_state(self, key):
+        return self.session.run_state(key)
+
+    def warn(self, message):
+        warned = self.session.run_state("warned").setdefault("messages", set())
+        if message not in warned:
+            warned.add(message)
+            _LOG.warning(message)
 
 
 def make_condition_dict(sd_model, text, image_cond):

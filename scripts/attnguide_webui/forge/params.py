@@ -2,7 +2,8 @@
 checked with the nodes' messages; plus the host values the WebUI script passes (HOST_PARAMS)."""
 from ....attention.router import method_key as router_key
 from ....methods import METHODS
-from ..unet_layers import named_layers
+from ..unet_layers import build_on, unet_target
+from .router import install_built
 
 
 def _defaults(params):
@@ -31,9 +32,14 @@ def resolve(method, params, defaults=None):
     return {**HOST_PARAMS, **defaults, **params}
 
 
-def layers_of(patcher, text, input_name, title, auto):
-    return named_layers(patcher.model.diffusion_model, text, input_name, title, auto)
-
-
 def method_key(patcher, name):
     return router_key(patcher.model_options, name)
+
+
+def apply_built(patcher, spec, build, params, sigmas=None):
+    """A clone of `patcher` with what `build` (methods/<name>.build) makes from the method's params."""
+    m = patcher.clone()
+    built = build_on(unet_target(method_key(m, spec.key), patcher.model.diffusion_model, spec.title), spec, build, params)
+    if built.method is not None:
+        install_built(m, built, sigmas)
+    return m

@@ -28,6 +28,7 @@ from ....attention import router as routing
 from ....attention.attn1_replace import RoutedAttn1Replace, chain_foreign
 from ....attention.router import COND, ROLES_KEY, ROUTER_KEY, STEP_KEY, UNCOND, Router, step_context
 from ....guidance import panorama as pano
+from ....methods.args_step import post_cfg_function
 from .host import host_of
 
 HOST_KEY = "attnguide_forge_host"
@@ -129,6 +130,17 @@ def install(patcher, method, sigmas=None):
         key = (layer.kind, layer.block, layer.depth)
         previous = replaces.get(key, replaces.get(key[:2]))
         patcher.set_model_attn1_replace(RoutedAttn1Replace(layer, previous, _host_kernel), layer.kind, layer.block, layer.depth)
+
+
+def install_built(patcher, built, sigmas=None, **post_cfg_options):
+    """Install what a method's build gave (methods/build.py) on `patcher` (a clone)."""
+    install(patcher, built.method, sigmas)
+    patcher.set_model_sampler_post_cfg_function(post_cfg_function(built.post_cfg, run_extra, _timestep, warn_once),
+                                                **post_cfg_options)
+
+
+def _timestep(args):
+    return host(args["model_options"]).timestep(args["model"], args["sigma"])
 
 
 def run_extra(args, conds, x):
