@@ -1,7 +1,7 @@
 from ..comfyui.router import apply
 from ..methods.pag import SPEC, build
 from .comfy_api_compat import io, node_schema
-from .widgets import CATEGORY, widgets
+from .widgets import CATEGORY, model_patch
 
 
 class PerturbedAttentionGuidance(io.ComfyNode):
@@ -15,13 +15,7 @@ class PerturbedAttentionGuidance(io.ComfyNode):
             description="Perturbed-Attention Guidance (Ahn et al. 2024), equal to diffusers' PAG pipelines (SD1.x, SDXL, "
                         "SD3) and PAG guider (Flux-family, Qwen-Image). The perturbed rows run in the same model call as "
                         "cond/uncond and share the conditional rows' computation up to the first perturbed layer.",
-            inputs=[
-                io.Model.Input("model", tooltip="A UNet (SD1.x, SD2.x, SDXL) or an SD3/SD3.5, Flux-family or "
-                                                "Qwen-Image transformer."),
-                *widgets(SPEC),
-            ],
-            outputs=[io.Model.Output()],
-        )
+            **model_patch(SPEC))
 
     @classmethod
     def execute(cls, model, **params) -> io.NodeOutput:

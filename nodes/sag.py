@@ -1,7 +1,7 @@
 from ..comfyui.router import apply
 from ..methods.sag import SPEC, build
 from .comfy_api_compat import io, node_schema
-from .widgets import CATEGORY, widgets
+from .widgets import CATEGORY, model_patch
 
 
 class SelfAttentionGuidance(io.ComfyNode):
@@ -14,13 +14,7 @@ class SelfAttentionGuidance(io.ComfyNode):
             category=CATEGORY,
             description="Self-Attention Guidance (Hong et al. 2023), equal to diffusers' StableDiffusionSAGPipeline. "
                         "Costs one extra UNet pass at batch size b per step while active.",
-            inputs=[
-                io.Model.Input("model", tooltip="A UNet (SD1.x, SD2.x, SDXL) or an SD3/SD3.5, Flux-family or "
-                                                "Qwen-Image transformer."),
-                *widgets(SPEC),
-            ],
-            outputs=[io.Model.Output()],
-        )
+            **model_patch(SPEC))
 
     @classmethod
     def execute(cls, model, **params) -> io.NodeOutput:

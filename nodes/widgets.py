@@ -3,6 +3,8 @@ range and tooltip, so a node's widgets and the WebUI's controls come from one ta
 from .comfy_api_compat import io
 
 CATEGORY = "attnguide"
+# the models the attention methods (SAG, PAG) serve
+ATTENTION_MODELS = "A UNet (SD1.x, SD2.x, SDXL) or an SD3/SD3.5, Flux-family or Qwen-Image transformer."
 
 
 def widget(param):
@@ -28,3 +30,8 @@ def widget(param):
 def widgets(spec, *names):
     """The inputs of `spec`'s params named, in that order; all its method params (table order) when none is named."""
     return [widget(p) for p in ([spec.param(n) for n in names] if names else spec.params)]
+
+
+def model_patch(spec):
+    """The inputs and outputs of a node that returns the MODEL patched with `spec`'s method."""
+    return {"inputs": [io.Model.Input("model", tooltip=ATTENTION_MODELS), *widgets(spec)], "outputs": [io.Model.Output()]}

@@ -4,12 +4,11 @@ from ....methods.build import Target
 from ....methods.sega import build, concept
 
 
-def install(session, concepts, momentum_scale, momentum_beta):
+def install(session, concepts, **params):
     """concepts: [{prompt, direction, scale, warmup, cooldown, timing, threshold, weight}], prompts as text,
     encoded here with the checkpoint's text encoder for every image of the batch."""
     checked = [concept(i, **c) for i, c in enumerate(concepts)]  # before anything is installed
-    built = build(Target(session.method_key("sega")), checked, momentum_scale, momentum_beta,
-                  concept_rows=_texts(session, concepts))
+    built = build(Target(session.method_key("sega")), checked, **params, concept_rows=_texts(session, concepts))
     session.add(built.method, built.post_cfg)
 
 

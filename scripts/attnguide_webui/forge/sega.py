@@ -1,7 +1,7 @@
 """Semantic Guidance on a Forge/reForge patcher (the ComfyUI node's behaviour, nodes/sega.py).
 Every concept row runs in the step's main UNet call: the conditional rows with the concept's text."""
 from ....methods.build import Target
-from ....methods.sega import build, concept
+from ....methods.sega import SPEC, build, concept
 from .params import CONCEPT_DEFAULTS, method_key
 from .router import COND_LABEL, Rows, install_built
 
@@ -28,12 +28,12 @@ def _concept(index, params, encode):
     return c, Rows(COND_LABEL, conditioning)
 
 
-def apply_sega(patcher, concepts, momentum_scale, momentum_beta, encode=None, sigmas=None, **_host):
+def apply_sega(patcher, concepts, encode=None, sigmas=None, **params):
     """concepts: dicts keyed like the SEGA Concept node's inputs (prompt, direction, scale, warmup,
     cooldown, timing, threshold, weight), or with 'conditioning' already encoded instead of 'prompt'."""
     parts = [_concept(i, c, encode) for i, c in enumerate(concepts or [])]
     m = patcher.clone()
-    built = build(Target(method_key(m, "sega")), [c for c, _ in parts], momentum_scale, momentum_beta,
+    built = build(Target(method_key(m, "sega")), [c for c, _ in parts], **{p.name: params[p.name] for p in SPEC.params},
                   concept_rows=lambda ctx, i: parts[i][1])
     # the edit is measured from the negative prompt: evaluate it at CFG 1 too (the node adds it as a row)
     install_built(m, built, sigmas, disable_cfg1_optimization=True)
