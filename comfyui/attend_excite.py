@@ -8,8 +8,6 @@ layer. The sampler keeps its own x, so the wrapper returns the denoised predicti
 carries the move to the sampler's next state (guidance.latent_update.moved_latent_denoised):
 exact for Euler and DDIM. For other samplers nodes/excite_sampler.py moves the sampler's x.
 """
-import dataclasses
-
 import comfy.patcher_extension
 import comfy.samplers
 import torch
@@ -18,10 +16,9 @@ from ..attention.excite_forward import map_evaluator
 from ..attention.grad_forward import gradients_through
 from ..attention.step_window import step_index
 from ..attention.unet_levels import cross_attention_levels, grid
-from ..guidance.attend_excite import ExciteSettings
-from ..guidance.excite_inputs import parse_indices, parse_step, parse_thresholds, resolve
 from ..guidance.latent_update import moved_latent_denoised
-from ..methods.attend_excite import excite_images
+from ..methods.attend_excite import build, excite_images
+from ..methods.build import Target
 from . import common
 from .prompt_tokens import word_indices
 
@@ -39,17 +36,15 @@ class Exciter:
     denoised prediction; under the Attend-and-Excite sampler (nodes/excite_sampler.py),
     which moves the sampler's x itself, it leaves the model call alone."""
 
-    def __init__(self, base, until, thresholds, layers, downscale):
-        self.base, self.until, self.thresholds = base, until, thresholds
-        self.layers, self.downscale = layers, downscale
+    def __init__(self, plan):
+        self.plan, self.layers, self.downscale = plan, plan.layers, plan.downscale
         self.step, self.maps = None, {}
 
     def __deepcopy__(self, memo):
         return self
 
     def settings(self, steps):
-        return dataclasses.replace(self.base, max_iter_to_alter=resolve(self.until, steps),
-                                   thresholds=tuple((resolve(s, steps), t) for s, t in self.thresholds))
+        return self.plan.settings(steps)
 
     def runs_at(self, step, steps):
         return self.settings(steps).runs_at(step)
@@ -74,9 +69,6 @@ class Exciter:
         denoised = executor(moved, timestep, model_options, seed)
         return moved_latent_denoised(x, moved, denoised, float(timestep.flatten()[0]), float(sigmas[step + 1]))
 
-def _levels_text(levels):
-    return "; ".join(f"{s}: {', '.join(str(l) for l in layers)}" for s, layers in sorted(levels.items())) or "(none)"
-
 def _excite(model, positive, x, timestep, model_options, step, steps, settings, layers, downscale, exciter):
     """x moved by Attend-and-Excite, every image on its own (batch-1 conditional forwards)."""
     h, w = grid(x.shape[-2], x.shape[-1], downscale)
@@ -90,33 +82,26 @@ def _excite(model, positive, x, timestep, model_options, step, steps, settings, 
     return moved
 
 
-def excite_model(model, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
-                 scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale, clip, token_indices):
-    """A clone of `model` whose sampling runs Attend-and-Excite (the node's inputs); the model itself where it
-    is not a UNet (with a warning)."""
+def excite_model(model, prompt, clip, params):
+    """A clone of `model` whose sampling runs Attend-and-Excite (params: the method's, by name); the model
+    itself where it is not a UNet (with a warning)."""
     if common.unet_layers_or_warn(model, NAME) is None:
         return model
-    levels = cross_attention_levels(model.model.diffusion_model)
-    if attention_downscale not in levels:
-        raise ValueError(f"attention_downscale {attention_downscale}: this model has no cross-attention there. "
-                         f"Its cross-attention levels (downscale: layers) are {_levels_text(levels)}.")
-    if token_indices and token_indices.strip():
-        indices = parse_indices(token_indices)
-    elif clip is None:
-        raise ValueError("clip is not connected: connect the CLIP that encodes the prompt so the words can be "
-                         "found, or give token_indices.")
-    else:
-        indices = word_indices(clip, prompt, words)
-    until = parse_step(max_excite_steps, "max_excite_steps")
-    steps_thresholds = parse_thresholds(thresholds)
-    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
-                          int(max_refinement_iterations), float(smoothing_sigma))
-    exciter = Exciter(base, until, steps_thresholds, levels[attention_downscale], attention_downscale)
+    target = Target("excite", levels=cross_attention_levels(model.model.diffusion_model))
+    plan = build(target, **params, word_indices=lambda words: _word_indices(clip, prompt, words))
+    exciter = Exciter(plan)
     m = model.clone()
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, common.method_key(m, "excite"),
                            exciter.predict_noise)
     m.model_options.setdefault("transformer_options", {})[RECORD_KEY] = exciter
     return m
+
+
+def _word_indices(clip, prompt, words):
+    if clip is None:
+        raise ValueError("clip is not connected: connect the CLIP that encodes the prompt so the words can be "
+                         "found, or give token_indices.")
+    return word_indices(clip, prompt, words)
 
 
 def maps_image(model, scale):

@@ -1,9 +1,13 @@
 """Attend-and-Excite (Chefer et al. 2023, "Attend-and-Excite: Attention-Based Semantic Guidance for
 Text-to-Image Diffusion Models"): its parameters, as diffusers' StableDiffusionAttendAndExcitePipeline
 names them. The prompt is the node's input in ComfyUI and the generation's prompt in the WebUI."""
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 
-from ..guidance.attend_excite import excite_latent
+from ..guidance.attend_excite import ExciteSettings, excite_latent
+from ..guidance.excite_inputs import parse_indices, parse_step, parse_thresholds, resolve
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -41,6 +45,38 @@ SPEC = MethodSpec(
               tooltip="Advanced: token positions to excite instead of words, e.g. '2, 5' "
                       "(<|startoftext|> is 0). Overrides words when set."),
     ))
+
+@dataclass(frozen=True)
+class ExcitePlan:
+    """What the hosts run: the settings of a run of `steps`, the cross-attention layers whose maps are
+    averaged and their downscale."""
+    base: ExciteSettings
+    until: tuple
+    thresholds: tuple
+    layers: tuple
+    downscale: int
+
+    def settings(self, steps):
+        return dataclasses.replace(self.base, max_iter_to_alter=resolve(self.until, steps),
+                                   thresholds=tuple((resolve(s, steps), t) for s, t in self.thresholds))
+
+
+def build(target, words, max_excite_steps, thresholds, scale_factor, scale_range_start, scale_range_end,
+          max_refinement_iterations, smoothing_sigma, attention_downscale, token_indices="", word_indices=None):
+    """The ExcitePlan of these params on `target` (its cross-attention levels, attention.unet_levels).
+    word_indices(words) -> the token positions of the words in the host's prompt; unused when
+    token_indices is given."""
+    levels = target.levels
+    if attention_downscale not in levels:
+        text = "; ".join(f"{s}: {', '.join(map(str, ls))}" for s, ls in sorted(levels.items())) or "(none)"
+        raise ValueError(f"attention_downscale {attention_downscale}: this model has no cross-attention there. "
+                         f"Its cross-attention levels (downscale: layers) are {text}.")
+    indices = parse_indices(token_indices) if token_indices and token_indices.strip() else word_indices(words)
+    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
+                          int(max_refinement_iterations), float(smoothing_sigma))
+    return ExcitePlan(base, parse_step(max_excite_steps, "max_excite_steps"), parse_thresholds(thresholds),
+                      tuple(levels[attention_downscale]), attention_downscale)
+
 
 # What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
 # Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra

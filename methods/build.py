@@ -1,6 +1,9 @@
-"""One signature for every router method's build, as k-diffusion has one for every sampler:
+"""One signature for every method's build, as k-diffusion has one for every sampler:
 
-    build(target, **params) -> Built
+    build(target, **params) -> what the hosts install
+
+For the router methods (SAG, PAG, SEGA) that is a Built, below; Attend-and-Excite's build gives the
+plan its hosts' latent mover runs (methods/attend_excite.ExcitePlan).
 
 params are the method's SPEC params by name (the ComfyUI node's execute() inputs). The host adapter
 says what the model is (Target) and installs what comes back: Built.method on its router, and
@@ -36,6 +39,7 @@ class Target:
     key: str
     family: str = "unet"
     layers: tuple = ()
+    levels: dict = None   # a UNet's cross-attention layers by downscale (attention.unet_levels), for methods reading them
 
     def select(self, text, input_name, auto):
         """The layers `text` names (attention.layers syntax); `auto` is what "auto" stands for here.

@@ -3,7 +3,7 @@ diffusers' StableDiffusionPix2PixZeroPipeline names them. In ComfyUI they are th
 Direction (source, target), Inversion (the lambda_*, regularization_steps, auto_corr_rolls, seed) and
 Edit (guidance_amount); the WebUI shows them in one section, img2img only (the caption is the img2img prompt)."""
 from ..attention.cross_maps import attention_from_probs, cross_attention_probs
-from ..guidance.pix2pix_zero import map_loss
+from ..guidance.pix2pix_zero import InversionSettings, map_loss
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -38,6 +38,11 @@ SPEC = MethodSpec(
               tooltip="Seed of the random shifts of the auto-correlation penalty (image i uses seed +"
                       " i)."),
     ))
+
+def inversion_settings(lambda_auto_corr, lambda_kl, regularization_steps, auto_corr_rolls):
+    """The inversion's regularisation from its params (the Inversion node's, the WebUI section's)."""
+    return InversionSettings(float(lambda_auto_corr), float(lambda_kl), int(regularization_steps), int(auto_corr_rolls))
+
 
 # What every host installs, for hosts that call post-CFG functions with ComfyUI's arguments (ComfyUI,
 # Forge, reForge). The adapter gives what differs: run_extra(args, conds, x) -> predictions of an extra

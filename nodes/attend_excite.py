@@ -36,13 +36,9 @@ class AttendAndExcite(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
-                scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale,
-                clip=None, token_indices="") -> io.NodeOutput:
+    def execute(cls, model, prompt, clip=None, **params) -> io.NodeOutput:
         positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt)) if clip is not None else None
-        return io.NodeOutput(excite_model(model, prompt, words, max_excite_steps, thresholds, scale_factor,
-                                          scale_range_start, scale_range_end, max_refinement_iterations,
-                                          smoothing_sigma, attention_downscale, clip, token_indices), positive)
+        return io.NodeOutput(excite_model(model, prompt, clip, params), positive)
 
 class AttendAndExciteMaps(io.ComfyNode):
     @classmethod

@@ -6,8 +6,7 @@ import comfy.utils
 import latent_preview
 
 from ..comfyui.pix2pix_zero_invert import invert_latent
-from ..guidance.pix2pix_zero import InversionSettings
-from ..methods.pix2pix_zero import SPEC
+from ..methods.pix2pix_zero import SPEC, inversion_settings
 from .comfy_api_compat import io, node_schema
 from .widgets import CATEGORY, widgets
 
@@ -39,8 +38,7 @@ class Pix2PixZeroInvert(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, latent, sigmas, seed, lambda_auto_corr, lambda_kl, regularization_steps,
                 auto_corr_rolls) -> io.NodeOutput:
-        settings = InversionSettings(float(lambda_auto_corr), float(lambda_kl), int(regularization_steps),
-                                     int(auto_corr_rolls))
+        settings = inversion_settings(lambda_auto_corr, lambda_kl, regularization_steps, auto_corr_rolls)
         samples = latent["samples"]
         callback = latent_preview.prepare_callback(model, max(1, sigmas.shape[-1] - 1))
         out = invert_latent(model, positive, samples, sigmas, settings, seed, callback,

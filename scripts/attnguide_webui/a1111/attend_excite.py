@@ -9,7 +9,6 @@ the schedule it is given (k-diffusion samplers: `sigmas`; DDIM: `timesteps`). Ex
 Euler and DDIM, first order for the other k-diffusion samplers (as the ComfyUI node);
 PLMS, UniPC and DDIM CFG++ are not served (a message says so).
 """
-import dataclasses
 import functools
 import logging
 import math
@@ -19,16 +18,12 @@ import torch
 from ....attention.cross_maps import MapStore
 from ....attention.step_window import step_index
 from ....attention.unet_levels import cross_attention_levels, grid
-from ....guidance.attend_excite import ExciteSettings, excite_latent
-from ....guidance.excite_inputs import (
-    match_words,
-    parse_indices,
-    parse_step,
-    parse_thresholds,
-    resolve,
-)
+from ....guidance.attend_excite import excite_latent
+from ....guidance.excite_inputs import match_words
 from ....attention.excite_forward import measured_maps
 from ....guidance.latent_update import moved_latent_denoised
+from ....methods.attend_excite import build
+from ....methods.build import Target
 from .forward import InstanceForward, forwards_replaced, hand_back
 from ..errors import NotServed
 from .router import attn1_module
@@ -40,8 +35,7 @@ TITLE = "Attend-and-Excite (AttnGuide)"
 _LOG = logging.getLogger("attnguide")
 
 
-def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start, scale_range_end,
-            max_refinement_iterations, smoothing_sigma, attention_downscale, token_indices=""):
+def install(session, prompt, **params):
     p = session.p
     sampler = p.sampler
     denoiser = sampler.model_wrap_cfg
@@ -50,27 +44,18 @@ def install(session, prompt, words, max_excite_steps, thresholds, scale_factor, 
     if refusal:
         raise NotServed(refusal)
     unet = session.unet
-    levels = cross_attention_levels(unet)
-    if attention_downscale not in levels:
-        raise ValueError(f"{TITLE}: attention_downscale {attention_downscale}: this model has no cross-attention there; "
-                         f"its levels are {', '.join(map(str, sorted(levels)))}.")
+    try:
+        plan = build(Target("excite", levels=cross_attention_levels(unet)), **params,
+                     word_indices=lambda words: word_positions(p.sd_model, prompt, words))
+    except ValueError as e:
+        raise ValueError(f"{TITLE}: {e}") from None
+    token_indices = params.get("token_indices", "")
     if token_indices and token_indices.strip():
-        indices = parse_indices(token_indices)
         last = prompt_positions(p.sd_model, prompt) - 2  # before the last chunk's <|endoftext|>
-        if max(indices) > last:  # checked again on the maps while sampling, where an error fails the generation
-            raise ValueError(f"{TITLE}: token index {max(indices)} is past the prompt's last position ({last}).")
-    else:
-        indices = word_positions(p.sd_model, prompt, words)
-    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
-                          int(max_refinement_iterations), float(smoothing_sigma))
-    until, steps_thresholds = parse_step(max_excite_steps, "max_excite_steps"), parse_thresholds(thresholds)
-
-    def settings(steps):
-        return dataclasses.replace(base, max_iter_to_alter=resolve(until, steps),
-                                   thresholds=tuple((resolve(s, steps), t) for s, t in steps_thresholds))
-
-    mover = _Mover(session, denoiser, settings, [attn1_module(unet, l, "attn2") for l in levels[attention_downscale]],
-                   attention_downscale)
+        if max(plan.base.indices) > last:  # checked again on the maps while sampling, where an error fails the generation
+            raise ValueError(f"{TITLE}: token index {max(plan.base.indices)} is past the prompt's last position ({last}).")
+    mover = _Mover(session, denoiser, plan.settings, [attn1_module(unet, l, "attn2") for l in plan.layers],
+                   plan.downscale)
     denoiser.forward = mover
     session.on_close(mover.remove)
     original, saved = sampler.func, sampler.__dict__.get("func")

@@ -29,6 +29,7 @@ from ....attention.cross_maps import (
 from ....attention.layers import is_unet, unet_layers
 from ....attention.step_window import step_index
 from ....guidance import pix2pix_zero as p2pz
+from ....methods.pix2pix_zero import inversion_settings
 from .forward import forwards_replaced, hand_back
 from ..errors import NotServed
 from .router import attn1_module
@@ -57,8 +58,7 @@ def install(session, source, target, guidance_amount, seed, lambda_auto_corr, la
         raise NotServed(f"{TITLE}: {type(unet).__name__} is not a UNet; this method needs the cross-attention of a "
                         "UNet (SD1.x, SD2.x, SDXL).")
     direction = p2pz.edit_direction(_encode(session, source, "source"), _encode(session, target, "target"))
-    settings = p2pz.InversionSettings(float(lambda_auto_corr), float(lambda_kl), int(regularization_steps),
-                                      int(auto_corr_rolls))
+    settings = inversion_settings(lambda_auto_corr, lambda_kl, regularization_steps, auto_corr_rolls)
     attn2 = [attn1_module(unet, layer, "attn2") for layer in unet_layers(unet)]
     editor = _Editor(session, denoiser, direction, float(guidance_amount), attn2, map_dtype)
     original, saved_sample = sampler.sample_img2img, sampler.__dict__.get("sample_img2img")

@@ -7,16 +7,14 @@ only in that forward. The sampler keeps its own x, so a post-CFG function, run l
 the denoised prediction that carries the move to its next state
 (guidance.latent_update.moved_latent_denoised): exact for Euler and DDIM.
 """
-import dataclasses
-
 from ....attention.excite_forward import map_evaluator
 from ....attention.layers import is_unet
 from ....attention.router import Method, step_context
 from ....attention.unet_levels import cross_attention_levels, grid
-from ....guidance.attend_excite import ExciteSettings
-from ....guidance.excite_inputs import find_words, parse_indices, parse_step, parse_thresholds, resolve
+from ....guidance.excite_inputs import find_words
 from ....guidance.latent_update import moved_latent_denoised
-from ....methods.attend_excite import excite_images
+from ....methods.attend_excite import SPEC, build, excite_images
+from ....methods.build import Target
 from .grad import gradient_forward
 from .params import method_key
 from .router import host, install, modifier_step, post_cfg_last
@@ -24,51 +22,41 @@ from .router import host, install, modifier_step, post_cfg_last
 NAME = "Attend-and-Excite"
 
 
-def apply_attend_excite(patcher, prompt, words, max_excite_steps, thresholds, scale_factor, scale_range_start,
-                        scale_range_end, max_refinement_iterations, smoothing_sigma, attention_downscale,
-                        token_indices="", tokenize=None, sigmas=None, **_host):
+def apply_attend_excite(patcher, prompt="", tokenize=None, sigmas=None, **params):
     diffusion_model = patcher.model.diffusion_model
     if not is_unet(diffusion_model):
         raise ValueError(f"{NAME}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "
                          "cross-attention of a UNet (SD1.x, SD2.x, SDXL).")
-    levels = cross_attention_levels(diffusion_model)
-    if attention_downscale not in levels:
-        text = "; ".join(f"{s}: {', '.join(map(str, ls))}" for s, ls in sorted(levels.items())) or "(none)"
-        raise ValueError(f"attention_downscale {attention_downscale}: this model has no cross-attention there. "
-                         f"Its cross-attention levels (downscale: layers) are {text}.")
-    if token_indices and token_indices.strip():
-        indices = parse_indices(token_indices)
-    elif tokenize is None:
-        raise ValueError(f"{NAME}: no tokenizer to find the words with; the WebUI script passes params['tokenize'] "
-                         "(or give token_indices).")
-    else:
-        indices = find_words(tokenize, prompt, words, " (the words are looked up in the generation's prompt)")
-    until = parse_step(max_excite_steps, "max_excite_steps")
-    steps_thresholds = parse_thresholds(thresholds)
-    base = ExciteSettings(indices, 0, (), float(scale_factor), (float(scale_range_start), float(scale_range_end)),
-                          int(max_refinement_iterations), float(smoothing_sigma))
+    plan = build(Target("excite", levels=cross_attention_levels(diffusion_model)),
+                 **{p.name: params[p.name] for p in SPEC.params},
+                 word_indices=lambda words: _word_indices(tokenize, prompt, words))
     m = patcher.clone()
     key = method_key(m, "excite")
     install(m, Method(key), sigmas)
-    exciter = _Exciter(key, base, until, steps_thresholds, levels[attention_downscale], attention_downscale)
+    exciter = _Exciter(key, plan)
     m.model_options["conditioning_modifiers"] = m.model_options["conditioning_modifiers"] + [exciter.move]
     m.set_model_sampler_post_cfg_function(exciter.carry_move)
     return m
 
 
+def _word_indices(tokenize, prompt, words):
+    if tokenize is None:
+        raise ValueError(f"{NAME}: no tokenizer to find the words with; the WebUI script passes params['tokenize'] "
+                         "(or give token_indices).")
+    return find_words(tokenize, prompt, words, " (the words are looked up in the generation's prompt)")
+
+
 class _Exciter:
     runs_per_window = True  # with the panorama, each window batch is moved on its own (as the node)
 
-    def __init__(self, key, base, until, thresholds, layers, downscale):
-        self.key, self.base, self.until, self.thresholds = key, base, until, thresholds
-        self.layers, self.downscale = layers, downscale
+    def __init__(self, key, plan):
+        self.key, self.plan, self.layers, self.downscale = key, plan, plan.layers, plan.downscale
 
     def __deepcopy__(self, memo):
         return self
 
     def settings(self, steps):
-        return dataclasses.replace(self.base, max_iter_to_alter=resolve(self.until, steps),
-                                   thresholds=tuple((resolve(s, steps), t) for s, t in self.thresholds))
+        return self.plan.settings(steps)
 
     def move(self, model, x, timestep, uncond, cond, cond_scale, model_options, seed):
         """Conditioning modifier: x moved for this step, and the post-CFG correction put last."""

@@ -23,7 +23,7 @@ from ....attention.layers import is_unet, unet_layers
 from ....attention.model_calls import unrouted
 from ....attention.router import Method, step_context
 from ....guidance import pix2pix_zero as p2pz
-from ....methods.pix2pix_zero import comparing, recording
+from ....methods.pix2pix_zero import comparing, inversion_settings, recording
 from .grad import gradient_forward
 from .params import method_key
 from .router import has_method, host, install, modifier_step, post_cfg_last
@@ -47,8 +47,7 @@ def apply_pix2pix_zero(patcher, source, target, guidance_amount, seed, lambda_au
     if has_method(patcher, "panorama."):
         raise ValueError(PANORAMA_REFUSAL)
     direction = p2pz.edit_direction(_encode(encode, source, "source"), _encode(encode, target, "target"))
-    settings = p2pz.InversionSettings(float(lambda_auto_corr), float(lambda_kl), int(regularization_steps),
-                                      int(auto_corr_rolls))
+    settings = inversion_settings(lambda_auto_corr, lambda_kl, regularization_steps, auto_corr_rolls)
     m = patcher.clone()
     key = method_key(m, "p2pz")
     install(m, Method(key), sigmas)
