@@ -181,7 +181,7 @@ BAD_INPUTS = [  # (method, settings, part of the message)
     ("sega", {"concepts": [{"prompt": "a hat", "direction": "sideways"}]}, "'sideways' is not one of add, remove"),
     ("sega", {"concepts": [{"prompt": "a hat", "weight": -1.0}]}, "weight is -1.0; it must be >= 0"),
     ("panorama", {"stride": 0}, "stride"),
-    ("panorama", {"stride": 60}, "stride: 60 px is not a multiple of 8 px"),
+    ("panorama", {"stride": 60}, "stride: 60 px is not a multiple of the latent scale (8 px)"),
     ("panorama", {"window_width": 32, "window_height": 32, "stride": 64}, "larger than the window"),
 ]
 

@@ -17,27 +17,19 @@ RATIO = 8  # pixels per latent position of the SD1/SD2/SDXL VAE
 
 def install(session, window_width, window_height, stride, wrap, weights, window_batch):
     p = session.p
-    for name, value in (("window_width", window_width), ("window_height", window_height), ("stride", stride)):
-        if value % RATIO:
-            raise ValueError(f"{TITLE}: {name}: {value} px is not a multiple of {RATIO} px; use e.g. "
-                             f"{max(RATIO, value // RATIO * RATIO)}.")
-    if wrap not in pano.WRAPS:
-        raise ValueError(f"{TITLE}: wrap: unknown value {wrap!r}; use one of {', '.join(pano.WRAPS)}")
-    pano.window_weight(1, 1, weights)  # validates the mode
     native = 128 if getattr(p.sd_model, "is_sdxl", False) else 64
-    window = (window_height // RATIO or native, window_width // RATIO or native)
-    if stride // RATIO > min(window):
-        raise ValueError(f"{TITLE}: stride: {stride} px is larger than the window ({min(window) * RATIO} px); "
-                         "the windows would leave gaps. Use a stride of at most the window size.")
-    if window_batch < 1:
-        raise ValueError(f"{TITLE}: window_batch: {window_batch}; at least 1 window per UNet call.")
-    pano.layout(*session.x.shape[-2:], window, (stride // RATIO,) * 2, pano.WRAPS[wrap])  # sizes it cannot tile raise now
+    try:
+        window, strides, wraps = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
+                                                     RATIO, native)
+    except ValueError as e:
+        raise ValueError(f"{TITLE}: {e}") from None
+    pano.layout(*session.x.shape[-2:], window, strides, wraps)  # sizes it cannot tile raise now
     if getattr(p, "mask", None) is not None:
         raise NotServed(f"{TITLE}: inpainting (a mask) is not supported with the panorama; it is off for this image.")
     denoiser = p.sampler.model_wrap_cfg
     if isinstance(denoiser.__dict__.get("forward"), _Tiler):
         raise ValueError(f"{TITLE}: the panorama is already on for this pass")
-    tiler = _Tiler(session, denoiser, window, (stride // RATIO,) * 2, pano.WRAPS[wrap], weights, window_batch)
+    tiler = _Tiler(session, denoiser, window, strides, wraps, weights, window_batch)
     denoiser.forward = tiler
     session.on_close(tiler.remove)
 
