@@ -163,9 +163,11 @@ class SigmaHost:
 
     def _sample(self, x, schedule, cond, uncond, cfg, post_cfg):
         sigmas = schedule.sigmas
+        run = {}  # the generation's state methods keep across steps (SEGA's momentum), as the hosts keep it
         for i, t in enumerate(schedule.timesteps):
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             ctx = self.router.begin_step(sigma, sigmas, cfg)
+            ctx.run = run
             conds = [cond, uncond if cfg > 1 else None]   # ComfyUI skips uncond at cfg 1
             all_conds, roles = self.router.extend_main_batch(ctx, conds)
             labels = [j for j, c in enumerate(all_conds) if c is not None]

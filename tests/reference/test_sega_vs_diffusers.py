@@ -16,7 +16,7 @@ from diffusers import SemanticStableDiffusionPipeline
 
 from attnguide.attention.router import Router
 from attnguide.demo.methods import sega
-from attnguide.guidance.sega import Concept
+from attnguide.demo.methods import Concept
 
 import tiny_clip
 import tiny_diffusers as td

@@ -23,6 +23,8 @@ from attnguide.methods.build import Target
 from attnguide.methods.pix2pix_zero import comparing, recording
 
 LAYERS = [Layer("input", 4, 0), Layer("input", 5, 0)]
+SAG_DEFAULTS = {p.name: p.default for p in sag.SPEC.params}
+PAG_DEFAULTS = {p.name: p.default for p in pag.SPEC.params}
 
 
 def test_unrouted_options_label_rows_and_add_attn2_patches_for_the_call_only():
@@ -159,7 +161,7 @@ def test_panorama_pixel_inputs_become_latent_settings():
 
 
 def _sag(layer, run_extra=None):
-    built = sag.build(Target("sag.0", "unet", tuple(LAYERS)), 0.75, 1.0, 1.0, layer, 0.0, 1.0)
+    built = sag.build(Target("sag.0", "unet", tuple(LAYERS)), **{**SAG_DEFAULTS, "layer": layer})
     return built.method, post_cfg_function(built.post_cfg, run_extra, None, None)
 
 
@@ -191,7 +193,7 @@ def test_sag_method_hooks_its_layer_on_the_guided_branch_and_leaves_other_steps_
 
 
 def test_pag_post_cfg_adds_the_perturbed_difference_at_the_hosts_timestep():
-    built = pag.build(Target("pag.0", "unet", tuple(LAYERS)), 3.0, 0.01, "d4", 0.0, 0.0, 1.0)
+    built = pag.build(Target("pag.0", "unet", tuple(LAYERS)), **{**PAG_DEFAULTS, "adaptive_scale": 0.01, "layers": "d4"})
     post_cfg = post_cfg_function(built.post_cfg, None, lambda args: torch.tensor([900.0]), None)
     ctx = StepContext(0, 10, 1.0, 5.0)
     denoised, cond, perturbed = torch.randn(3, 1, 4, 8, 8)

@@ -15,7 +15,7 @@ from webui_case import (MIN_EFFECT, STEPS, TOKENS, TOLERANCE, generate, host, in
                         reference, td)
 
 from attnguide.demo.methods import sega  # noqa: E402
-from attnguide.guidance.sega import Concept  # noqa: E402
+from attnguide.demo.methods import Concept  # noqa: E402
 from sigma_host import Cond  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
