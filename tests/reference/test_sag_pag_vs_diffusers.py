@@ -32,6 +32,10 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 # --- the methods, from attnguide's own builds (methods/sag.py, methods/pag.py), as every host installs them ---
 
+def defaults(method):
+    return {p.name: p.default for p in method.SPEC.params}
+
+
 def _post(built):
     def run_extra(args, conds, x):
         return args["host"].extra(x, args["sigma"], args["timestep"], conds, args["ctx"])
@@ -46,7 +50,8 @@ def _post(built):
 
 
 def sag_method(layer, scale, blur_sigma=1.0, threshold=1.0, key="sag.0"):
-    built = sag.build(Target(key, "unet", (layer,)), scale, blur_sigma, threshold, str(layer), 0.0, 1.0)
+    built = sag.build(Target(key, "unet", (layer,)), **{**defaults(sag), "scale": scale, "blur_sigma": blur_sigma,
+                                                        "threshold": threshold, "layer": str(layer)})
     post = _post(built)
 
     def post_cfg(args):
@@ -59,8 +64,8 @@ def sag_method(layer, scale, blur_sigma=1.0, threshold=1.0, key="sag.0"):
 
 
 def pag_method(layers, scale, adaptive_scale=0.0, rescale=0.0, key="pag.0"):
-    built = pag.build(Target(key, "unet", tuple(layers)), scale, adaptive_scale, ",".join(map(str, layers)), rescale,
-                      0.0, 1.0)
+    built = pag.build(Target(key, "unet", tuple(layers)), **{**defaults(pag), "scale": scale, "adaptive_scale": adaptive_scale,
+                                                             "layers": ",".join(map(str, layers)), "rescale": rescale})
     return built.method, _post(built)
 
 
