@@ -5,7 +5,7 @@ StableDiffusionAttendAndExcitePipeline, on the same weights, interleaved in one 
 
 Run it with the Python of that ComfyUI's environment, with diffusers and pytest installed
 (the model builders come from tests/). One random UNet is built with diffusers and
-loaded into a ComfyUI SD1.5 model with ComfyUI's own key map (tests/comfy/diffusers_in_comfy.py).
+loaded into a ComfyUI SD1.5 model with ComfyUI's own key map (tests/support/diffusers_in_comfy.py).
 Six configurations sample the same noise and embeddings (CFG 7.5, DDIM = ComfyUI's Euler
 on DDIM's sigmas, --steps steps, no iterative refinement so every step costs the same):
 
@@ -61,7 +61,7 @@ def main(argv=None):
     a = parse_args(argv)
     _, device = B.setup_comfy(a)
     import torch
-    sys.path.insert(0, str(B.TESTS / "comfy"))
+    sys.path.insert(0, str(B.TESTS / "support"))
     import diffusers_in_comfy as D
     D.import_diffusers()
     import diffusers

@@ -6,7 +6,7 @@ per perturbed block, against plain CFG.
 
 The model is built with ComfyUI's own classes (comfy.supported_models.Flux / SD3) from a
 hand-written config (ComfyUI's model detection only knows the real sizes), with random weights
-scaled by fan-in (tests/comfy_host._init), fp32, and sampled with comfy.sample.sample (euler,
+scaled by fan-in (tests/support/comfy_host._init), fp32, and sampled with comfy.sample.sample (euler,
 "normal", seed 0, one step per call by default). The conditioning is random text tokens and a
 pooled vector; the negative is zeros of the same shape, so cond and uncond run in one call.
 

@@ -3,7 +3,7 @@
     COMFYUI_PATH=/path/to/ComfyUI python bench/bench_panorama.py [--size tiny|sd15] [--repeats R] [--threads T]
 
 Run it with the Python of that ComfyUI's environment (it reuses bench_step.py's set-up and
-tests/comfy_host.py's models; nothing is downloaded, weights are random).
+tests/support/comfy_host.py's models; nothing is downloaded, weights are random).
 
 Four configurations, one sampler step per call (comfy.sample.sample, euler, CFG 7), run
 interleaved (each round in the opposite order to the previous one):
@@ -19,7 +19,7 @@ Reported (medians over rounds): seconds per step, windows per second, and two ra
                 plain step over the same image (not the same thing: the plain full step
                 sees the whole image in every attention layer).
 Sizes:
-    tiny  tests/comfy_host.tiny_sd1, window 16x16 latent, panorama 16x128, stride 8: 15 windows
+    tiny  tests/support/comfy_host.tiny_sd1, window 16x16 latent, panorama 16x128, stride 8: 15 windows
           (ratios show per-call overhead, not what an SD model pays).
     sd15  SD1.5 UNet (860 M params, fp32), window 64x64 latent (512 px), panorama 64x160
           (512x1280 px), stride 32: 4 windows. ~25 s per window on 2 CPU cores.

@@ -83,7 +83,7 @@ def main(argv=None):
     a = parse_args(argv)
     _, device = B.setup_comfy(a)
     import torch
-    sys.path.insert(0, str(B.TESTS / "comfy"))
+    sys.path.insert(0, str(B.TESTS / "support"))
     import diffusers_in_comfy as D
     D.import_diffusers()
     import comfy.samplers
@@ -93,7 +93,7 @@ def main(argv=None):
     from attnguide.guidance.pix2pix_zero import edit_direction
     from attnguide.comfyui.pix2pix_zero import EditDirection
     from attnguide.comfyui.pix2pix_zero_edit import edit_latent
-    from reference.tiny_diffusers import pix2pix_zero_pipeline
+    from tiny_diffusers import pix2pix_zero_pipeline
 
     unet, model, latent, ctx = build_pair(a, D)
     unet.to(device)

@@ -3,7 +3,7 @@
     COMFYUI_PATH=/path/to/ComfyUI python bench/bench_step.py [--size sd15-512|tiny] [--steps N] [--repeats R] [--threads T]
 
 Run it with the Python of that ComfyUI's environment (torch, ComfyUI's requirements, pytest:
-the model builders come from tests/comfy_host.py). Nothing is downloaded: the models are
+the model builders come from tests/support/comfy_host.py). Nothing is downloaded: the models are
 built from ComfyUI's own model classes with random weights.
 
 Seven configurations sample the same latent with comfy.sample.sample (euler, "normal"
@@ -45,7 +45,7 @@ Sizes:
             on that shared VM, so 2 rounds cannot resolve the 3% "not slower" margin
             (one default run read our SAG 1.10x the built-in, a paired A/B 0.97x):
             use --repeats 4 (~15-20 minutes) or more for those verdicts.
-  tiny      tests/comfy_host.tiny_sd1 (1 M parameters) at a 16x16 latent; a few seconds.
+  tiny      tests/support/comfy_host.tiny_sd1 (1 M parameters) at a 16x16 latent; a few seconds.
             Defaults --steps 4 --repeats 11. Its ratios show per-call overhead (each UNet
             pass costs about the same at any batch size), not what an SD model pays.
 
@@ -225,13 +225,13 @@ def setup_comfy(a):
         sys.exit(2)
     import torch
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(TESTS))
+    sys.path[:0] = [str(TESTS), str(TESTS / "support")]
     try:
         import comfy_host
         import conftest  # noqa: F401  (imports the pack as the package `attnguide`, as ComfyUI does)
     except ImportError as e:
         sys.stderr.write(f"cannot import the test helpers in {TESTS}: {e}\n"
-                         "bench_step.py reuses tests/comfy_host.py, which needs pytest: pip install pytest\n")
+                         "bench_step.py reuses tests/support/comfy_host.py, which needs pytest: pip install pytest\n")
         sys.exit(2)
     torch.set_num_threads(a.threads)  # conftest sets 1
     device = a.device

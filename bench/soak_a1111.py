@@ -1,6 +1,6 @@
 """Soak: many generations in ONE real A1111 server with the attnguide methods stacked.
 
-Starts A1111 (A1111_PATH, API only, CPU, the tiny checkpoint; tests/a1111/a1111_host.py and
+Starts A1111 (A1111_PATH, API only, CPU, the tiny checkpoint; tests/support/a1111_host.py and
 tests/support/webui_server.py: a fresh copy of this checkout as its extension) and sends --runs
 requests through its HTTP API, rotating over four: txt2img with SAG + PAG + SEGA + Attend-and-Excite + panorama (128x64, three windows) and
 img2img with SAG + PAG + SEGA + panorama + Pix2Pix-Zero, each with two seeds. After each request
@@ -23,7 +23,7 @@ from pathlib import Path
 import soak_report
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "support"), str(ROOT / "tests" / "a1111")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "support")]
 
 import conftest  # noqa: E402,F401  (loads this checkout as the package attnguide)
 import a1111_host  # noqa: E402

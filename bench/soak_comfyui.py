@@ -1,10 +1,10 @@
 """Soak: many generations in ONE real ComfyUI process with the attnguide methods stacked.
 
-This process imports the ComfyUI at COMFYUI_PATH (headless, CPU, as tests/comfy_host.py does),
+This process imports the ComfyUI at COMFYUI_PATH (headless, CPU, as tests/support/comfy_host.py does),
 loads the pack as ComfyUI loads a custom node, and runs the same prompt --runs times through
 ComfyUI's own execution.PromptExecutor with the classic cache, which is what its server's prompt
 worker does with each queued prompt; after each run it collects garbage, as that worker does.
-The prompt has two branches on one tiny random SD1-shaped UNet (tests/comfy_host.py's, saved to a
+The prompt has two branches on one tiny random SD1-shaped UNet (tests/support/comfy_host.py's, saved to a
 file and loaded by UNETLoader):
 
   UNETLoader -> AttnGuideSAG -> AttnGuidePAG -> AttnGuideSEGA (two concepts) -> AttnGuidePanorama
@@ -102,7 +102,7 @@ def main():
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path or not (Path(comfy_path) / "main.py").is_file():
         sys.exit("COMFYUI_PATH must name a ComfyUI checkout")
-    sys.path[:0] = [str(TESTS), str(TESTS / "comfy")]
+    sys.path[:0] = [str(TESTS / "support"), str(TESTS / "comfy")]
     import torch
     import comfy_host as H
     problem = H.host_import_problem()

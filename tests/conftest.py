@@ -6,8 +6,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+# The helpers (tests/support) import by module name, and so do test modules that share another's
+# fixtures or builders across folders (e.g. every Forge method test runs test_forge_sag_pag's run),
+# whichever folders a run selects; module basenames are unique across tests/.
+sys.path[:0] = [str(TESTS / "support")] + sorted(str(folder) for folder in TESTS.iterdir()
+                                                  if folder.is_dir() and any(folder.glob("test_*.py")))
 torch.set_num_threads(1)
 
 
@@ -24,7 +29,7 @@ def _load_pack():
 _load_pack()
 
 
-# Fixtures of the real-host tests (tests/comfy); they skip when COMFYUI_PATH is unset.
+# Fixtures of the real-ComfyUI tests; they skip when COMFYUI_PATH is unset.
 import pytest  # noqa: E402
 
 

@@ -1,13 +1,8 @@
 """Fixtures of the real-A1111 tests: one API-only server for the session, one with the gradio
 UI for the tests that need it (started on first use); both stopped at the end."""
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-
-import a1111_host  # noqa: E402
+import a1111_host
 
 
 @pytest.fixture(scope="session")

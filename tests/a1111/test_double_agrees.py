@@ -1,21 +1,18 @@
-"""The A1111 double (tests/webui/a1111_double.py) against the real A1111 (A1111_PATH) on what it
+"""The A1111 double (tests/support/a1111_double.py) against the real A1111 (A1111_PATH) on what it
 stands in for that the real-server tests cannot see from outside. Its samplers: A1111 keeps the
 timestep samplers' function itself as `funcname` (a str for k-diffusion); a double that gave a
 str for DDIM hid the bug that Attend-and-Excite never ran with DDIM."""
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from a1111_host import A1111
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webui"))
-import a1111_double as a1  # noqa: E402
+import a1111_double as a1
 
 
 def real_samplers():
     webui = A1111.webui()
-    out = subprocess.run([str(A1111.python(webui)), str(Path(__file__).with_name("sampler_probe.py"))],
+    out = subprocess.run([str(A1111.python(webui)), str(Path(__file__).resolve().parents[1] / "support" / "sampler_probe.py")],
                          cwd=webui, env=A1111.environment(webui), capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("PROBE ")]
     assert out.returncode == 0 and lines, out.stdout[-3000:] + out.stderr[-3000:]

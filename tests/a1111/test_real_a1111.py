@@ -1,4 +1,4 @@
-"""The pack as an extension of a real A1111 v1.10.1 (A1111_PATH; tests/a1111/a1111_host.py),
+"""The pack as an extension of a real A1111 v1.10.1 (A1111_PATH; tests/support/a1111_host.py),
 API only (`--api --nowebui`), driven through its HTTP API on the tiny checkpoint.
 
 Served = the image differs from the plain one with the same seed by at least MIN_EFFECT (mean

@@ -4,7 +4,7 @@ One real ComfyUI server (COMFYUI_PATH, CPU) serves the module; one browser sessi
 with app.loadGraphData and reads back what the frontend made of it. Per workflow:
 - no node type is missing (every node is registered, none dropped);
 - every widget holds what the file means (widgets_values laid onto the node's inputs in order, see
-  tests/workflow_widgets.py), and so does the API prompt the frontend would queue;
+  tests/support/workflow_widgets.py), and so does the API prompt the frontend would queue;
 - no two nodes overlap on the canvas (the frontend's own bounding boxes, title bars included);
 - the frontend's prompt, with the tiny checkpoint and fewer steps and pixels, runs on the server and
   its SaveImage writes an image.

@@ -1,5 +1,5 @@
-"""The Forge backend on a real Forge (FORGE_PATH; tests/forge_host.py: Forge's UNet, KModel,
-UnetPatcher and sampling functions) and a real reForge (REFORGE_PATH; tests/reforge_host.py:
+"""The Forge backend on a real Forge (FORGE_PATH; tests/support/forge_host.py: Forge's UNet, KModel,
+UnetPatcher and sampling functions) and a real reForge (REFORGE_PATH; tests/support/reforge_host.py:
 its ldm_patched model, UnetPatcher and sampling_function), each with a ComfyUI tiny model's
 weights: the result must equal the ComfyUI nodes on the same weights, noise and sigmas
 (COMFYUI_PATH too)."""

@@ -7,14 +7,9 @@ Environment (per host, FORGE_WEBUI_* or REFORGE_WEBUI_*; see webui_server.py):
   *_PYTHONPATH  prepended to PYTHONPATH (default: <PATH>/../shim, the cpu-shim copy setup_forge.sh makes)
   *_CKPT        the checkpoint (default: <PATH>/models/Stable-diffusion/tiny.safetensors)
 """
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
-
-from webui_server import Host, WebUIServer  # noqa: E402
+from webui_server import Host, WebUIServer
 
 FLAGS = ("--skip-python-version-check", "--always-cpu")
 # live previews off: reForge's default ("Approx NN") downloads its weights at the first generation

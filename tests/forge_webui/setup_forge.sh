@@ -101,7 +101,7 @@ git -C "$PACK" log -1 --format='%H %s' > "$W/extensions/attnguide.commit" 2>/dev
 CKPT="$W/models/Stable-diffusion/tiny.safetensors"
 if [ "$FLAVOR" = reforge ]; then  # the checkpoint a Forge set-up made (same ldm key layout; reForge detects SD1.5 alike)
   cp "${FORGE_TINY:?set FORGE_TINY to the tiny.safetensors a Forge set-up made}" "$CKPT"
-elif [ ! -f "$CKPT" ] || [ "$HERE/make_tiny_forge_model.py" -nt "$CKPT" ]; then
-  (cd "$W" && PYTHONPATH="$SHIM" "$H/venv/bin/python" "$HERE/make_tiny_forge_model.py" --webui "$W" --flavor "$FLAVOR" --out "$CKPT")
+elif [ ! -f "$CKPT" ] || [ "$HERE/../support/make_tiny_forge_model.py" -nt "$CKPT" ]; then
+  (cd "$W" && PYTHONPATH="$SHIM" "$H/venv/bin/python" "$HERE/../support/make_tiny_forge_model.py" --webui "$W" --flavor "$FLAVOR" --out "$CKPT")
 fi
 echo "setup: ready in $H ($FLAVOR $(cut -c1-12 "$W/.snapshot"), pack $(cut -c1-12 "$W/extensions/attnguide.commit" 2>/dev/null))"

@@ -8,7 +8,7 @@ the host folder and its venv come from the environment, per host (a Host names i
                     the set-up scripts put there)
   <ENV>_CKPT        the checkpoint (default: <PATH>/models/Stable-diffusion/tiny.safetensors)
 
-ENV is A1111 for A1111 (tests/a1111/a1111_host.py), FORGE_WEBUI / REFORGE_WEBUI for Forge and reForge
+ENV is A1111 for A1111 (tests/support/a1111_host.py), FORGE_WEBUI / REFORGE_WEBUI for Forge and reForge
 (tests/forge_webui/conftest.py).
 
 Each server gets its own --data-dir in a temporary folder: extensions/attnguide is a fresh copy of this

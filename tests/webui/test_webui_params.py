@@ -21,7 +21,7 @@ NODES_OF = {"AttnGuidePix2PixZeroEdit": ("AttnGuidePix2PixZeroDirection", "AttnG
 
 
 def _widgets():
-    spec = importlib.util.spec_from_file_location("workflow_tables", ROOT / "tests" / "unit" / "test_example_workflows.py")
+    spec = importlib.util.spec_from_file_location("workflow_tables", ROOT / "tests" / "comfy" / "test_example_workflows.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.WIDGETS  # checked against the real schemas by that file's COMFYUI_PATH test

@@ -1,5 +1,5 @@
 """The MultiDiffusion panorama script on A1111 (scripts/attnguide_panorama.py) inside the A1111
-double: equal to the windowed sampler that tests/reference/test_panorama_vs_diffusers.py proves
+double: equal to the windowed sampler that tests/panorama/test_panorama_vs_diffusers.py proves
 equal to diffusers' panorama pipeline; independent of the window batch (also with SAG, PAG and
 SEGA running per window, on both inner models); an interrupt returns the whole image."""
 import sys

@@ -10,7 +10,7 @@ import torch
 
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS / "reference"))
+sys.path.insert(0, str(TESTS / "sag_pag"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import a1111_double as a1  # noqa: E402

@@ -4,7 +4,7 @@ registry's scanner flags.
 comfy-cli zips `git ls-files` minus the paths its `.comfyignore` patterns match (gitwildmatch via
 pathspec; blank lines and lines starting with # skipped). `ignore_matcher` reads the same file the
 same way; it implements the gitwildmatch subset a .comfyignore here may use (no `!` negation) and
-tests/unit/test_registry_ready.py checks it against pathspec wherever pathspec is installed.
+tests/package/test_registry_ready.py checks it against pathspec wherever pathspec is installed.
 """
 import ast
 import os
@@ -12,7 +12,7 @@ import re
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def patterns(path):

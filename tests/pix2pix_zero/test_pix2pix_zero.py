@@ -21,7 +21,7 @@ AMOUNT = 100.0    # the tiny random UNet's maps barely move at 0.1 (see the refe
 
 
 def pipeline(unet):
-    from reference.tiny_diffusers import pix2pix_zero_pipeline  # imported behind the stub by D.import_diffusers
+    from tiny_diffusers import pix2pix_zero_pipeline  # imported behind the stub by D.import_diffusers
     return pix2pix_zero_pipeline(unet)
 
 

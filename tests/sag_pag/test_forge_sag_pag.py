@@ -1,6 +1,6 @@
 """The Forge/reForge backend (scripts/attnguide_webui/forge/backend.py) on the ComfyUI-shaped
 contract: a real ComfyUI stands in for ldm_patched, cut down to the API Forge has
-(tests/forge_double.py), and must give the ComfyUI nodes' numbers."""
+(tests/support/forge_double.py), and must give the ComfyUI nodes' numbers."""
 import contextlib
 import copy
 

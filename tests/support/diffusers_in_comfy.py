@@ -39,7 +39,7 @@ def import_diffusers():
 
 
 def ddim_scheduler():
-    from reference.tiny_diffusers import ddim
+    from tiny_diffusers import ddim
     return ddim()
 
 
@@ -74,7 +74,7 @@ def _convert(unet, cfg):
 def tiny_sd1_pair(seed=0):
     """(diffusers UNet, ComfyUI ModelPatcher) with identical SD1-shaped weights: 8 heads,
     self-attention at d1.0, d3.0, m0.0 and u0.0-u3.0 (ComfyUI block ids)."""
-    from reference.tiny_diffusers import sd1_unet
+    from tiny_diffusers import sd1_unet
     unet = sd1_unet(seed)
     return unet, _convert(unet, H.sd1_config())
 

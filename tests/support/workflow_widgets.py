@@ -1,5 +1,6 @@
 """How the ComfyUI frontend lays a saved workflow's widgets_values onto a node's widgets, and where
-nodes sit on the canvas: shared by the file-only test (tests/unit) and the browser test (tests/comfy).
+nodes sit on the canvas: shared by the file-only test (tests/comfy/test_example_workflows.py) and the
+browser test (tests/comfy/test_frontend_workflows.py).
 
 The frontend makes one widget per INT/FLOAT/STRING/BOOLEAN/COMBO input, in the node's input order,
 and after an INT input with `control_after_generate` (or, when the option is absent, an INT input

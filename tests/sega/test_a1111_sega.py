@@ -1,6 +1,6 @@
 """SEGA's A1111 script (scripts/attnguide_sega.py) inside the A1111 double against the demo's
 host-free SEGA composition on the sigma-space host (proven equal to diffusers' semantic
-pipeline by tests/reference/test_sega_vs_diffusers.py), on twin UNets with the same weights."""
+pipeline by tests/sega/test_sega_vs_diffusers.py), on twin UNets with the same weights."""
 import sys
 from pathlib import Path
 

@@ -52,8 +52,8 @@ def comfy_in_executor(model, data, cfg, schedule):
 
 
 def test_equals_diffusers_and_core(pair, schedule):
-    from reference import attend_excite_host
-    from reference.sigma_host import ddim_schedule
+    import attend_excite_host
+    from sigma_host import ddim_schedule
     from attnguide.guidance.attend_excite import ExciteSettings
     unet, model = pair
     data = inputs(1, 32)

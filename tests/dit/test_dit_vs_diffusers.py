@@ -165,7 +165,7 @@ def test_pag_equals_the_diffusers_guider(flux_pair, cfg, layer, fqn, index):
 # apply the attention's norm_q/norm_k, on the perturbed rows nor on the others: on SD3.5 (RMS q/k norms)
 # the reference computes the layers it perturbs without their norms, a bug the pack does not copy. The
 # comparison therefore runs on an SD3-shaped model (no q/k norms, as SD3 Medium); SD3.5-shaped PAG is
-# checked in tests/comfy/test_dit_methods.py (effect, shared blocks) and by test_sd35_pag_keeps_the_norms.
+# checked in tests/dit/test_dit_methods.py (effect, shared blocks) and by test_sd35_pag_keeps_the_norms.
 
 def _sd3_pair(qk_norm):
     """(diffusers SD3 transformer, ComfyUI ModelPatcher), 2 joint blocks."""

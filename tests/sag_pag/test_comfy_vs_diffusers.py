@@ -179,7 +179,7 @@ def test_sega_equals_diffusers(dif, sd1, schedule):
     """AttnGuideSEGAConcept x2 -> AttnGuideSEGA -> ComfyUI's sampler, against
     SemanticStableDiffusionPipeline with the same tiny CLIP: staggered warmup (one in percent),
     one concept removed, unequal weights and thresholds, momentum on."""
-    from reference import tiny_clip
+    import tiny_clip
     from test_sega_host import sega_node, sega_nodes
     unet, model = sd1
     tok = tiny_clip.tokenizer()

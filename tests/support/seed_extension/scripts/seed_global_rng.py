@@ -1,4 +1,4 @@
-"""Test-only A1111 extension (tests/a1111/a1111_host.py installs it beside the pack): seeds
+"""Test-only A1111 extension (tests/support/a1111_host.py installs it beside the pack): seeds
 torch's global RNG with the generation's seed before the init image is encoded. A1111 draws
 img2img's VAE posterior sample from that unseeded RNG (sd_samplers_common.images_tensor_to_samples
 -> get_first_stage_encoding), so without this two identical img2img requests differ; txt2img

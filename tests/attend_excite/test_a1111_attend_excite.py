@@ -1,5 +1,5 @@
 """Attend-and-Excite's A1111 script (scripts/attnguide_attend_excite.py) inside the A1111 double
-against tests/reference/attend_excite_host.py (the core on the sigma-space host, equal to
+against tests/support/attend_excite_host.py (the core on the sigma-space host, equal to
 diffusers' Attend-and-Excite pipeline) on twin UNets: k-diffusion Euler and A1111's DDIM."""
 import sys
 from pathlib import Path

@@ -25,7 +25,7 @@ def test_comfyignore_leaves_out_tests_bench_and_the_demo():
                    "requirements.txt", "pyproject.toml", "LICENSE", "install.py", "example_workflows/pag.json"):
         assert needed in published, needed
     ignored = archive.ignore_matcher(archive.patterns(ROOT / ".comfyignore"))
-    assert ignored("tests/unit/test_new.py") and ignored("bench/bench_new.py") and ignored("demo/train_state.pt")
+    assert ignored("tests/core/test_new.py") and ignored("bench/bench_new.py") and ignored("demo/train_state.pt")
     assert not ignored("nodes/new_node.py") and not ignored("nodes/tests.py")
 
 

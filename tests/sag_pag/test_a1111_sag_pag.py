@@ -1,6 +1,6 @@
 """The A1111 scripts (scripts/attnguide_sag.py, attnguide_pag.py) inside the A1111 test double
 (a1111_double.py) on a real ldm UNetModel, against the core's diffusers-equal composition
-(tests/reference: SigmaHost + sag_method/pag_method, equal to diffusers' SAG/PAG pipelines)
+(test_sag_pag_vs_diffusers.py: SigmaHost + sag_method/pag_method, equal to diffusers' SAG/PAG pipelines)
 on a diffusers UNet holding the same weights.
 
 Each generation must match to 1e-4 (relative), the method must move the result (>= 1e-3),

@@ -3,7 +3,7 @@
 The server is ComfyUI's own main.py (COMFYUI_PATH), run with this test's Python on the CPU, on
 127.0.0.1 and a free port, with --base-directory a temporary folder that holds this pack as its only
 custom node, the tiny checkpoint (TINY_CHECKPOINT) and the input images. The browser side runs in a
-separate Python that has Playwright (BROWSER_PYTHON; tests/frontend_driver.py) and drives Chromium
+separate Python that has Playwright (BROWSER_PYTHON; tests/support/frontend_driver.py) and drives Chromium
 (CHROMIUM, default: `chromium` on PATH).
 """
 import ctypes
@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "frontend_driver.py"
 HOW = "see README, 'Testing in the real ComfyUI frontend'"
 

@@ -1,5 +1,5 @@
 """Pix2Pix-Zero's A1111 script (scripts/attnguide_pix2pix_zero.py) in img2img inside the A1111
-double against tests/reference/pix2pix_zero_host.py (the core on the sigma-space host, equal
+double against tests/support/pix2pix_zero_host.py (the core on the sigma-space host, equal
 to diffusers' StableDiffusionPix2PixZeroPipeline invert + edit) on twin UNets, k-diffusion Euler
 on DDIM's sigmas. Also: guidance moved the result, nothing stays patched after a run, an
 interrupt or an error, and bad input is refused with a message."""
