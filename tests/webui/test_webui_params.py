@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from attnguide.methods import METHODS
+from attnguide.methods import METHODS, attend_excite, pag, sag, sega
+
+# what a node's execute(**params) hands its params to, and the parameters those take from the host
+BUILDS = {"AttnGuidePAG": pag.build, "AttnGuideSAG": sag.build, "AttnGuideSEGA": sega.build,
+          "AttnGuideSEGAGuider": sega.build, "AttnGuideSEGAConcept": sega.concept,
+          "AttnGuideAttendAndExcite": attend_excite.build}
+BUILD_HOST_ARGS = {"target", "index", "concept_rows", "uncond_rows", "word_indices"}
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_FIELD = {"float": "FLOAT", "int": "INT", "text": "STRING", "choice": "COMBO"}
@@ -78,9 +84,17 @@ def test_params_are_the_execute_kwargs():
     sockets = {"model", "clip", "conditioning", "concepts", "positive", "negative", "latent", "sampler", "sigmas",
                "target_clip"}
 
+    def accepted(node):
+        """execute()'s named parameters; where it takes **params (handed to the method's build), the
+        build's own parameters but the host's (target, and the functions the adapter gives)."""
+        parameters = inspect.signature(nodes[node].execute).parameters
+        names = {n for n, p in parameters.items() if p.kind != inspect.Parameter.VAR_KEYWORD}
+        if len(names) < len(parameters):
+            names |= set(inspect.signature(BUILDS[node]).parameters) - BUILD_HOST_ARGS
+        return names
+
     def kwargs(node_id):
-        names = {name for node in NODES_OF.get(node_id, (node_id,))
-                 for name in inspect.signature(nodes[node].execute).parameters}
+        names = {name for node in NODES_OF.get(node_id, (node_id,)) for name in accepted(node)}
         return names - sockets - ({"direction"} if node_id in NODES_OF else set())  # Pix2Pix-Zero's direction socket
 
     for spec in METHODS.values():
