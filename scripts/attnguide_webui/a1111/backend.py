@@ -1,7 +1,7 @@
 """Plain-A1111 backend of the WebUI scripts: install(session, method, params) puts the method on the
 pass's Session (router.session_for), with the ComfyUI node's execute() inputs as params. Each method
-is an attention.router Method whose guidance is fn(StepData) -> denoised, composed from guidance/ and
-attention/ the way the ComfyUI nodes compose them."""
+is an attention.router Method whose guidance is fn(StepData) -> denoised: for SAG, PAG and SEGA what
+their methods/ build gives every host; the others' host machinery is in this package."""
 from ..errors import NotServed
 from . import attend_excite, pag, panorama, pix2pix_zero, sag, sega
 
