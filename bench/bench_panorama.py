@@ -69,8 +69,8 @@ def main(argv=None):
     windows = len(pano.layout(s["height"], s["width"], (s["window"],) * 2, (s["stride"],) * 2))
 
     def panorama(batch):
-        return Panorama.execute(base, px(s["window"]), px(s["window"]), px(s["stride"]), "none", "uniform",
-                                batch).result[0]
+        return Panorama.execute(base, window_width=px(s["window"]), window_height=px(s["window"]), stride=px(s["stride"]), wrap="none", weights="uniform",
+                                window_batch=batch).result[0]
 
     full = torch.zeros(1, 4, s["height"], s["width"])
     window = torch.zeros(1, 4, s["window"], s["window"])

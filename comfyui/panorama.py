@@ -20,6 +20,8 @@ import torch
 from ..attention.router import RUN_KEY, Method
 from ..attention.step_window import Schedule, step_index
 from ..guidance import panorama as pano
+from ..methods.build import Target
+from ..methods.panorama import build
 from . import common
 from .router import install
 
@@ -45,11 +47,10 @@ def native_window(model):
 def downscale(model):
     return int(getattr(model.model.latent_format, "spacial_downscale_ratio", 8))
 
-def apply_panorama(model, window_width, window_height, stride, wrap, weights, window_batch):
-    """A clone of `model` that denoises windows of the latent (MultiDiffusion); the node's inputs."""
+def apply_panorama(model, params):
+    """A clone of `model` that denoises windows of the latent (MultiDiffusion); params: the node's inputs."""
     ratio = downscale(model)
-    window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
-                                               ratio, native_window(model))
+    plan = build(Target("panorama", latent_scale=ratio, native_window=native_window(model)), **params)
     m = model.clone()
     for kind in (WP.PREDICT_NOISE, WP.CALC_COND_BATCH, WP.APPLY_MODEL):
         if m.get_wrappers(kind, WRAPPER_KEY):
@@ -58,7 +59,7 @@ def apply_panorama(model, window_width, window_height, stride, wrap, weights, wi
     # The router's wrappers must exist before ours: its CALC_COND_BATCH then runs outside
     # ours (methods add rows, then every row is cropped) whatever order the nodes come in.
     install(m, Method(common.method_key(m, "panorama")))
-    tiler = _Tiler(window, stride, wrap, weights, window_batch, ratio)
+    tiler = _Tiler(plan.window, plan.stride, plan.wrap, plan.weights, plan.batch, ratio)
     m.add_wrapper_with_key(WP.PREDICT_NOISE, WRAPPER_KEY, tiler.predict_noise)
     outer = m.wrappers[WP.PREDICT_NOISE]
     m.wrappers[WP.PREDICT_NOISE] = {WRAPPER_KEY: outer.pop(WRAPPER_KEY), **outer}

@@ -2,8 +2,10 @@
 
     build(target, **params) -> what the hosts install
 
-For the router methods (SAG, PAG, SEGA) that is a Built, below; Attend-and-Excite's build gives the
-plan its hosts' latent mover runs (methods/attend_excite.ExcitePlan).
+For the router methods (SAG, PAG, SEGA) that is a Built, below; Attend-and-Excite's and the panorama's
+give the plan their hosts' latent mover and tiler run (methods/attend_excite.ExcitePlan,
+methods/panorama.PanoramaPlan). Pix2Pix-Zero has none: its params are spread over three ComfyUI nodes
+(direction, inversion, edit); methods/pix2pix_zero.inversion_settings serves every host.
 
 params are the method's SPEC params by name (the ComfyUI node's execute() inputs). The host adapter
 says what the model is (Target) and installs what comes back: Built.method on its router, and
@@ -40,6 +42,8 @@ class Target:
     family: str = "unet"
     layers: tuple = ()
     levels: dict = None   # a UNet's cross-attention layers by downscale (attention.unet_levels), for methods reading them
+    latent_scale: int = 8   # pixels per latent position
+    native_window: int = 64  # the latent size the model was trained at
 
     def select(self, text, input_name, auto):
         """The layers `text` names (attention.layers syntax); `auto` is what "auto" stands for here.

@@ -1,6 +1,8 @@
 """MultiDiffusion panorama (Bar-Tal et al. 2023, "MultiDiffusion: Fusing Diffusion Paths for Controlled
 Image Generation"): its parameters, as diffusers' StableDiffusionPanoramaPipeline names them where it has them."""
-from ..guidance.panorama import FEATHERED, UNIFORM, WRAPS
+from dataclasses import dataclass
+
+from ..guidance.panorama import FEATHERED, UNIFORM, WRAPS, pixel_settings
 from .spec import MethodSpec, Param
 
 SPEC = MethodSpec(
@@ -24,3 +26,21 @@ SPEC = MethodSpec(
               tooltip="Windows evaluated in one model call. Higher is faster until memory runs out; "
                       "the result does not depend on it."),
     ))
+
+
+@dataclass(frozen=True)
+class PanoramaPlan:
+    """The windows every host's tiler runs, in latent positions: window (h, w), stride (h, w), wrap
+    (vertical, horizontal); the window weights and how many windows share a model call."""
+    window: tuple
+    stride: tuple
+    wrap: tuple
+    weights: str
+    batch: int
+
+
+def build(target, window_width, window_height, stride, wrap, weights, window_batch):
+    """The PanoramaPlan of these params (pixels) on `target`: its latent scale and native window."""
+    window, strides, wraps = pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
+                                            target.latent_scale, target.native_window)
+    return PanoramaPlan(window, strides, wraps, weights, window_batch)

@@ -25,5 +25,5 @@ class Panorama(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, window_width, window_height, stride, wrap, weights, window_batch) -> io.NodeOutput:
-        return io.NodeOutput(apply_panorama(model, window_width, window_height, stride, wrap, weights, window_batch))
+    def execute(cls, model, **params) -> io.NodeOutput:
+        return io.NodeOutput(apply_panorama(model, params))

@@ -159,7 +159,7 @@ def _sega(model, batch=2):
 
 def _panorama(model, width_px, height_px, stride_px):
     from attnguide.nodes.panorama import Panorama
-    return Panorama.execute(model, width_px, height_px, stride_px, "none", "uniform", 4).args[0]
+    return Panorama.execute(model, window_width=width_px, window_height=height_px, stride=stride_px, wrap="none", weights="uniform", window_batch=4).args[0]
 
 
 def test_pag_sag_sega_panorama_stack_on_one_dit(dit):

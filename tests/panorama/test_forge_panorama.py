@@ -10,7 +10,7 @@ SHAPE = (16, 40)
 
 def panorama_node(model, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4):
     from attnguide.nodes.panorama import Panorama
-    return Panorama.execute(model, window, window, stride, wrap, weights, batch).result[0]
+    return Panorama.execute(model, window_width=window, window_height=window, stride=stride, wrap=wrap, weights=weights, window_batch=batch).result[0]
 
 
 def forge_panorama(patcher, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4, steps=4):

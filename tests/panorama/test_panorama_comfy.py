@@ -20,7 +20,7 @@ SIGMAS = [8.0, 3.0, 1.0, 0.0]
 
 def panorama(model, window=128, stride=64, wrap="horizontal", weights="uniform", batch=4):
     from attnguide.nodes.panorama import Panorama
-    return Panorama.execute(model, window, window, stride, wrap, weights, batch).result[0]
+    return Panorama.execute(model, window_width=window, window_height=window, stride=stride, wrap=wrap, weights=weights, window_batch=batch).result[0]
 
 
 def pag(model, scale=3.0):

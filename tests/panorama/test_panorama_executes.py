@@ -59,7 +59,7 @@ def test_panorama_prompt_executes_and_equals_direct_sampling(checkpoint):  # noq
 
     model = comfy.sd.load_diffusion_model(str(checkpoint))
     patched = PerturbedAttentionGuidance.execute(
-        Panorama.execute(model, 128, 128, 64, "horizontal", "feathered", 4).args[0], scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
+        Panorama.execute(model, window_width=128, window_height=128, stride=64, wrap="horizontal", weights="feathered", window_batch=4).args[0], scale=3.0, adaptive_scale=0.0, layers="m0", rescale=0.0, start_percent=0.0, end_percent=1.0).args[0]
     pos = PanoramaRegion.execute(_Cond().make(1, False)[0], _Cond().make(2, False)[0], region_mask(320, 128),
                                  1.0, 0.4).args[0]
     neg = _Cond().make(1, True)[0]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from attnguide.methods import METHODS, attend_excite, pag, sag, sega
+from attnguide.methods import METHODS, attend_excite, pag, panorama, sag, sega
 
 # what a node's execute(**params) hands its params to, and the parameters those take from the host
 BUILDS = {"AttnGuidePAG": pag.build, "AttnGuideSAG": sag.build, "AttnGuideSEGA": sega.build,
           "AttnGuideSEGAGuider": sega.build, "AttnGuideSEGAConcept": sega.concept,
-          "AttnGuideAttendAndExcite": attend_excite.build}
+          "AttnGuideAttendAndExcite": attend_excite.build, "AttnGuidePanorama": panorama.build}
 BUILD_HOST_ARGS = {"target", "index", "concept_rows", "uncond_rows", "word_indices"}
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,6 +8,8 @@ step for every window. Blending the outputs is exact for both inner models: the 
 of one call share sigma/timestep, and eps and x0 are affine in each other there.
 """
 from ....guidance import panorama as pano
+from ....methods.build import Target
+from ....methods.panorama import build
 from .forward import InstanceForward
 from ..errors import NotServed
 
@@ -15,21 +17,20 @@ TITLE = "MultiDiffusion Panorama (AttnGuide)"
 RATIO = 8  # pixels per latent position of the SD1/SD2/SDXL VAE
 
 
-def install(session, window_width, window_height, stride, wrap, weights, window_batch):
+def install(session, **params):
     p = session.p
     native = 128 if getattr(p.sd_model, "is_sdxl", False) else 64
     try:
-        window, strides, wraps = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
-                                                     RATIO, native)
+        plan = build(Target("panorama", latent_scale=RATIO, native_window=native), **params)
     except ValueError as e:
         raise ValueError(f"{TITLE}: {e}") from None
-    pano.layout(*session.x.shape[-2:], window, strides, wraps)  # sizes it cannot tile raise now
+    pano.layout(*session.x.shape[-2:], plan.window, plan.stride, plan.wrap)  # sizes it cannot tile raise now
     if getattr(p, "mask", None) is not None:
         raise NotServed(f"{TITLE}: inpainting (a mask) is not supported with the panorama; it is off for this image.")
     denoiser = p.sampler.model_wrap_cfg
     if isinstance(denoiser.__dict__.get("forward"), _Tiler):
         raise ValueError(f"{TITLE}: the panorama is already on for this pass")
-    tiler = _Tiler(session, denoiser, window, strides, wraps, weights, window_batch)
+    tiler = _Tiler(session, denoiser, plan.window, plan.stride, plan.wrap, plan.weights, plan.batch)
     denoiser.forward = tiler
     session.on_close(tiler.remove)
 

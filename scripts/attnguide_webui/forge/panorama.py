@@ -14,6 +14,8 @@ back unchanged. The methods' modifiers do nothing outside a window (router.modif
 """
 from ....attention.router import ROUTER_KEY, Method, step_context
 from ....guidance import panorama as pano
+from ....methods.build import Target
+from ....methods.panorama import SPEC, build
 from .params import method_key
 from .pix2pix_zero import PANORAMA_REFUSAL
 from .router import (RESULT_KEY, WINDOW_KEY, Window, has_method, host, install, open_step, runs_per_window,
@@ -28,16 +30,16 @@ def native_window(patcher):
     return 128 if getattr(patcher.model.diffusion_model, "num_classes", None) is not None else 64
 
 
-def apply_panorama(patcher, window_width, window_height, stride, wrap, weights, window_batch, sigmas=None, **_host):
-    window, stride, wrap = pano.pixel_settings(window_width, window_height, stride, wrap, weights, window_batch,
-                                               LATENT_SCALE, native_window(patcher))
+def apply_panorama(patcher, sigmas=None, **params):
+    plan = build(Target("panorama", latent_scale=LATENT_SCALE, native_window=native_window(patcher)),
+                 **{p.name: params[p.name] for p in SPEC.params})
     if has_method(patcher, "p2pz."):
         raise ValueError("Panorama: " + PANORAMA_REFUSAL)
     m = patcher.clone()
     install(m, Method(method_key(m, "panorama")), sigmas)
     mo = m.model_options
     mo["conditioning_modifiers"] = [f for f in mo["conditioning_modifiers"] if not isinstance(f, Tiler)] + [
-        Tiler(window, stride, wrap, weights, window_batch)]
+        Tiler(plan.window, plan.stride, plan.wrap, plan.weights, plan.batch)]
     return m
 
 
