@@ -4,7 +4,7 @@ import logging
 import comfy.model_sampling
 
 from ..attention.dit_blocks import dit_family, dit_layers
-from ..attention.layers import LayerSelectionError, is_unet, parse_layers, unet_layers
+from ..attention.layers import is_unet, unet_layers
 from ..attention import router as routing
 
 _LOG = logging.getLogger("attnguide")
@@ -34,13 +34,6 @@ def attention_layers_or_warn(model, node_name):
                  "SDXL) or of SD3/SD3.5, Flux-family (Flux.1, Chroma) or Qwen-Image. The model is returned unchanged, "
                  "at no cost.", node_name, type(model.model).__name__, type(diffusion_model).__name__)
     return None
-
-
-def select_layers(text, layers, input_name, auto=None):
-    try:
-        return parse_layers(text, layers, input_name, auto)
-    except LayerSelectionError as e:
-        raise ValueError(str(e)) from None
 
 
 def method_key(model, name):

@@ -70,6 +70,10 @@ class MethodSpec:
     def param(self, name):
         return next(p for p in (*self.params, *self.concept_params) if p.name == name)
 
+    def values(self, params):
+        """The method params out of `params`, which may hold more (the host's values): what its build takes."""
+        return {p.name: params[p.name] for p in self.params}
+
     def controls(self):
         """(slot, Param) for every control after `enabled`, in argument order; slot None = method param."""
         out = [(slot, p) for slot in range(self.concept_slots) for p in self.concept_params]

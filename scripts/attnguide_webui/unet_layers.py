@@ -15,6 +15,6 @@ def unet_target(key, unet, title, not_served=ValueError):
 def build_on(target, spec, build, params):
     """build(target, **params), a bad layer selection told as the method's ValueError."""
     try:
-        return build(target, **{p.name: params[p.name] for p in spec.params})
+        return build(target, **spec.values(params))
     except LayerSelectionError as e:
         raise ValueError(f"{spec.title}: {e}") from None

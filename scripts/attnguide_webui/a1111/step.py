@@ -125,7 +125,6 @@ class StepData:
         out = step.inner_model(x_model, t, cond=make_condition_dict(self.session.p.sd_model, text, image_cond))
         return step.space.denoised(x_model, t, out)
 
-
     # The rest of the Step of methods/build.py.
 
     def copies(self, key):

@@ -28,7 +28,7 @@ def apply_attend_excite(patcher, prompt="", tokenize=None, sigmas=None, **params
         raise ValueError(f"{NAME}: {type(diffusion_model).__name__} is not a UNet model; this method needs the "
                          "cross-attention of a UNet (SD1.x, SD2.x, SDXL).")
     plan = build(Target("excite", levels=cross_attention_levels(diffusion_model)),
-                 **{p.name: params[p.name] for p in SPEC.params},
+                 **SPEC.values(params),
                  word_indices=lambda words: _word_indices(tokenize, prompt, words))
     m = patcher.clone()
     key = method_key(m, "excite")

@@ -32,7 +32,7 @@ def native_window(patcher):
 
 def apply_panorama(patcher, sigmas=None, **params):
     plan = build(Target("panorama", latent_scale=LATENT_SCALE, native_window=native_window(patcher)),
-                 **{p.name: params[p.name] for p in SPEC.params})
+                 **SPEC.values(params))
     if has_method(patcher, "p2pz."):
         raise ValueError("Panorama: " + PANORAMA_REFUSAL)
     m = patcher.clone()

@@ -33,7 +33,7 @@ def apply_sega(patcher, concepts, encode=None, sigmas=None, **params):
     cooldown, timing, threshold, weight), or with 'conditioning' already encoded instead of 'prompt'."""
     parts = [_concept(i, c, encode) for i, c in enumerate(concepts or [])]
     m = patcher.clone()
-    built = build(Target(method_key(m, "sega")), [c for c, _ in parts], **{p.name: params[p.name] for p in SPEC.params},
+    built = build(Target(method_key(m, "sega")), [c for c, _ in parts], **SPEC.values(params),
                   concept_rows=lambda ctx, i: parts[i][1])
     # the edit is measured from the negative prompt: evaluate it at CFG 1 too (the node adds it as a row)
     install_built(m, built, sigmas, disable_cfg1_optimization=True)
